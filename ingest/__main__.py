@@ -1,0 +1,127 @@
+"""``python -m ingest <command>``: a thin CLI over the ingest library."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+def _cmd_synthetic(a: argparse.Namespace) -> int:
+    from .synthetic import SyntheticConfig
+    from .synthetic_version import write_synthetic_version
+
+    cfg = SyntheticConfig(n=a.n, seed=a.seed, image_size=a.image_size)
+    cfg.validate()
+    m = write_synthetic_version(a.out, a.dataset, a.version, cfg, a.samples_per_shard,
+                                overwrite=a.overwrite)
+    print(json.dumps({"version_dir": os.path.join(a.out, a.dataset, a.version),
+                      "counts": m["counts"], "shards": len(m["shards"])}))
+    return 0
+
+
+def _cmd_synthetic_source(a: argparse.Namespace) -> int:
+    from .synthetic import SyntheticConfig
+    from .synthetic_version import url_table_for, write_synthetic_url_source
+
+    cfg = SyntheticConfig(n=a.n, seed=a.seed, image_size=a.image_size)
+    cfg.validate()
+    out = write_synthetic_url_source(a.out, cfg, image_format=a.format)
+    if a.base_url:
+        print(url_table_for(out, a.base_url))
+    else:
+        print(out)
+    return 0
+
+
+def _cmd_download(a: argparse.Namespace) -> int:
+    from mamo.config import load_config
+
+    from .config import IngestConfig
+    from .pipeline import run_ingest
+
+    cfg = load_config(IngestConfig, a.config, a.overrides)
+    m = run_ingest(cfg)
+    print(json.dumps({"counts": m["counts"], "reasons": m.get("reasons", {}),
+                      "shards": len(m["shards"])}))
+    return 0
+
+
+def _cmd_verify(a: argparse.Namespace) -> int:
+    from .verify import verify_version
+
+    report = verify_version(a.version_dir, deep=not a.quick)
+    for line in report.problems:
+        print(f"PROBLEM: {line}", file=sys.stderr)
+    print(json.dumps(report.summary()))
+    return 0 if report.ok else 1
+
+
+def _cmd_serve_dir(a: argparse.Namespace) -> int:
+    import time
+
+    from .http_server import serve_directory
+
+    with serve_directory(a.path, port=a.port) as base:
+        print(base, flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ingest", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("synthetic", help="write the synthetic data set as a dataset version")
+    s.add_argument("--out", required=True, help="root directory (<root>/<dataset>/<version>)")
+    s.add_argument("--dataset", default="synthetic")
+    s.add_argument("--version", default="v1")
+    s.add_argument("--n", type=int, default=2000)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--image-size", type=int, default=96)
+    s.add_argument("--samples-per-shard", type=int, default=1000)
+    s.add_argument("--overwrite", action="store_true", help="replace a complete version")
+    s.set_defaults(fn=_cmd_synthetic)
+
+    s = sub.add_parser("synthetic-source",
+                       help="write synthetic images + captions.jsonl to be served over HTTP")
+    s.add_argument("--out", required=True)
+    s.add_argument("--n", type=int, default=2000)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--image-size", type=int, default=128)
+    s.add_argument("--format", choices=["png", "jpg"], default="png")
+    s.add_argument("--base-url", default="", help="also write urls.parquet for this base URL")
+    s.set_defaults(fn=_cmd_synthetic_source)
+
+    s = sub.add_parser("run", help="ingest a source (URL table, COCO, Karpathy, folder) "
+                       "described by a YAML config and dotted overrides")
+    s.add_argument("--config", default=None)
+    s.add_argument("overrides", nargs="*", help="dotted.key=value")
+    s.set_defaults(fn=_cmd_download)
+
+    s = sub.add_parser("verify", help="check a dataset version (checksums, counts, tars); "
+                       "exit 1 on any problem")
+    s.add_argument("version_dir")
+    s.add_argument("--quick", action="store_true", help="skip decoding every image")
+    s.set_defaults(fn=_cmd_verify)
+
+    s = sub.add_parser("serve-dir", help="serve a directory over HTTP on 127.0.0.1 (demo)")
+    s.add_argument("path")
+    s.add_argument("--port", type=int, default=0)
+    s.set_defaults(fn=_cmd_serve_dir)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,295 @@
+"""The embedded default data: images of simple objects with captions that state their
+attributes, count or spatial relation, plus the full ground truth of every scene.
+
+Everything is a pure function of ``(seed, index)``: sample ``i`` of seed ``s`` is the same
+whatever ``n`` is, so a version can be regenerated, extended or resumed exactly.
+
+Design for learnability by a tiny model at 64-96 px: four shapes and six colours that are far
+apart in RGB, two sizes (the small one still ~17% of the image side), objects placed in the
+cells of a 3x3 grid (never overlapping), on a dark, lightly textured background.
+
+Scene schema (``KEY.json["synthetic"]``, see docs/ARCHITECTURE.md):
+``{"seed", "index", "objects": [{"shape", "color", "size", "box": [x0, y0, x1, y1]}],
+"spec": {"kind": "single"|"count"|"relation", ...}}`` with boxes normalised to [0, 1].
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
+COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "white")
+SIZES: tuple[str, ...] = ("small", "large")
+RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
+# COUNT_WORDS[n] is the word for n; "count" scenes use n in 2..4.
+COUNT_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four")
+KINDS: tuple[str, ...] = ("single", "count", "relation")
+
+PLURALS: dict[str, str] = {"circle": "circles", "square": "squares", "triangle": "triangles",
+                           "cross": "crosses"}
+RGB: dict[str, tuple[int, int, int]] = {
+    "red": (230, 30, 30),
+    "green": (30, 200, 50),
+    "blue": (40, 90, 255),
+    "yellow": (250, 230, 20),
+    "purple": (170, 50, 220),
+    "white": (245, 245, 245),
+}
+# Object side as a fraction of the image side; a grid cell is 1/3.
+SIZE_FRACTION: dict[str, float] = {"small": 0.17, "large": 0.29}
+GRID = 3
+MIN_COUNT, MAX_COUNT = 2, 4
+# How each relation reads in a caption (the vocabulary keeps the short form).
+RELATION_PHRASE: dict[str, str] = {"left of": "to the left of", "right of": "to the right of",
+                                   "above": "above", "below": "below"}
+
+
+@dataclass
+class SyntheticConfig:
+    """Generation settings (also a section of the ingest config)."""
+
+    n: int = 2000
+    seed: int = 0
+    image_size: int = 96
+    # relative frequency of the scene kinds single / count / relation
+    kind_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    jpeg_quality: int = 92
+    # amplitude (0-255) of the background texture noise; 0 gives a plain background
+    texture: float = 10.0
+
+    def validate(self, prefix: str = "") -> None:
+        from mamo.config import check
+
+        p = f"{prefix}." if prefix else ""
+        check(self.n >= 0, f"{p}n", "must be >= 0")
+        check(16 <= self.image_size <= 1024, f"{p}image_size", "must be in [16, 1024]")
+        check(len(self.kind_weights) == 3 and all(w >= 0 for w in self.kind_weights)
+              and sum(self.kind_weights) > 0, f"{p}kind_weights",
+              "must be three non-negative numbers with a positive sum")
+        check(1 <= self.jpeg_quality <= 100, f"{p}jpeg_quality", "must be in [1, 100]")
+        check(0 <= self.texture <= 64, f"{p}texture", "must be in [0, 64]")
+
+
+# ---------------------------------------------------------------------------- captions
+
+def describe(obj: dict[str, Any]) -> str:
+    """``"small red circle"``: the noun phrase of one object, without the article."""
+    return f"{obj['size']} {obj['color']} {obj['shape']}"
+
+
+def render_caption(scene: dict[str, Any]) -> str:
+    """The caption of a scene, a pure function of ``objects`` and ``spec``.
+
+    single: "a small red circle"; count: "three large blue squares";
+    relation: "a small red circle to the left of a large green cross".
+    """
+    spec = scene["spec"]
+    objects = scene["objects"]
+    kind = spec["kind"]
+    if kind == "single":
+        return f"a {describe(objects[spec['object']])}"
+    if kind == "count":
+        obj = objects[spec["object"]]
+        n = int(spec["count"])
+        if n == 1:
+            return f"one {describe(obj)}"
+        return f"{COUNT_WORDS[n]} {obj['size']} {obj['color']} {PLURALS[obj['shape']]}"
+    if kind == "relation":
+        subj, other = objects[spec["subject"]], objects[spec["object"]]
+        return f"a {describe(subj)} {RELATION_PHRASE[spec['relation']]} a {describe(other)}"
+    raise ValueError(f"unknown scene kind {kind!r}")
+
+
+def box_center(box: list[float]) -> tuple[float, float]:
+    return (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
+
+
+def relation_holds(subject_box: list[float], object_box: list[float], relation: str) -> bool:
+    """Is ``relation`` true of the boxes' centres (image y grows downwards)?"""
+    (sx, sy), (ox, oy) = box_center(subject_box), box_center(object_box)
+    return {"left of": sx < ox, "right of": sx > ox, "above": sy < oy, "below": sy > oy}[relation]
+
+
+# ---------------------------------------------------------------------------- scenes
+
+def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
+    # independent streams per (seed, index) so that sample i never depends on n
+    return np.random.default_rng([int(seed), int(index), int(stream)])
+
+
+def _box_in_cell(rng: np.random.Generator, col: int, row: int, size: str) -> list[float]:
+    side = SIZE_FRACTION[size]
+    cell = 1.0 / GRID
+    slack = cell - side
+    x0 = col * cell + rng.uniform(0.1 * slack, 0.9 * slack)
+    y0 = row * cell + rng.uniform(0.1 * slack, 0.9 * slack)
+    return [round(x0, 4), round(y0, 4), round(x0 + side, 4), round(y0 + side, 4)]
+
+
+def _relation_cells(rng: np.random.Generator, relation: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Two grid cells (col, row) where the relation clearly holds: the separation along the
+    relation's axis is larger than along the other axis, so no other relation reads as true
+    in the dominant direction."""
+    pairs = []
+    for sc in range(GRID):
+        for sr in range(GRID):
+            for oc in range(GRID):
+                for orow in range(GRID):
+                    dx, dy = oc - sc, orow - sr
+                    if relation == "left of" and dx > 0 and abs(dy) < dx:
+                        pairs.append(((sc, sr), (oc, orow)))
+                    elif relation == "right of" and dx < 0 and abs(dy) < -dx:
+                        pairs.append(((sc, sr), (oc, orow)))
+                    elif relation == "above" and dy > 0 and abs(dx) < dy:
+                        pairs.append(((sc, sr), (oc, orow)))
+                    elif relation == "below" and dy < 0 and abs(dx) < -dy:
+                        pairs.append(((sc, sr), (oc, orow)))
+    return pairs[int(rng.integers(len(pairs)))]
+
+
+def _random_object(rng: np.random.Generator) -> dict[str, Any]:
+    return {"shape": SHAPES[int(rng.integers(len(SHAPES)))],
+            "color": COLORS[int(rng.integers(len(COLORS)))],
+            "size": SIZES[int(rng.integers(len(SIZES)))]}
+
+
+def generate_scene(seed: int, index: int,
+                   kind_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> dict[str, Any]:
+    """The ground truth of sample ``index`` of seed ``seed`` (deterministic)."""
+    rng = _rng(seed, index, 0)
+    w = np.asarray(kind_weights, dtype=float)
+    kind = KINDS[int(rng.choice(len(KINDS), p=w / w.sum()))]
+    cells = [(c, r) for c in range(GRID) for r in range(GRID)]
+    if kind == "single":
+        obj = _random_object(rng)
+        col, row = cells[int(rng.integers(len(cells)))]
+        obj["box"] = _box_in_cell(rng, col, row, obj["size"])
+        objects, spec = [obj], {"kind": "single", "object": 0}
+    elif kind == "count":
+        n = int(rng.integers(MIN_COUNT, MAX_COUNT + 1))
+        proto = _random_object(rng)
+        chosen = rng.choice(len(cells), size=n, replace=False)
+        objects = []
+        for ci in sorted(int(c) for c in chosen):
+            col, row = cells[ci]
+            objects.append({**proto, "box": _box_in_cell(rng, col, row, proto["size"])})
+        spec = {"kind": "count", "object": 0, "count": n}
+    else:
+        relation = RELATIONS[int(rng.integers(len(RELATIONS)))]
+        a = _random_object(rng)
+        b = _random_object(rng)
+        while describe(b) == describe(a):  # the two must be distinguishable in the caption
+            b = _random_object(rng)
+        (sc, sr), (oc, orow) = _relation_cells(rng, relation)
+        a["box"] = _box_in_cell(rng, sc, sr, a["size"])
+        b["box"] = _box_in_cell(rng, oc, orow, b["size"])
+        objects, spec = [a, b], {"kind": "relation", "subject": 0, "relation": relation,
+                                 "object": 1}
+        assert relation_holds(a["box"], b["box"], relation)
+    return {"seed": int(seed), "index": int(index), "objects": objects, "spec": spec}
+
+
+# ---------------------------------------------------------------------------- images
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[float, float, float, float],
+                fill: tuple[int, int, int]) -> None:
+    x0, y0, x1, y1 = box
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "square":
+        draw.rectangle(box, fill=fill)
+    elif shape == "triangle":
+        draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
+    elif shape == "cross":
+        w, h = x1 - x0, y1 - y0
+        t = 0.34  # bar thickness as a fraction of the side
+        draw.rectangle((x0 + w * (0.5 - t / 2), y0, x0 + w * (0.5 + t / 2), y1), fill=fill)
+        draw.rectangle((x0, y0 + h * (0.5 - t / 2), x1, y0 + h * (0.5 + t / 2)), fill=fill)
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+
+
+def render_image(scene: dict[str, Any], image_size: int = 96, texture: float = 10.0) -> Image.Image:
+    """Draw a scene as an RGB image (antialiased by 2x supersampling). The background tone and
+    texture come from the scene's (seed, index), so re-rendering is exact."""
+    rng = _rng(scene["seed"], scene["index"], 1)
+    ss = 2 * image_size
+    tone = rng.integers(35, 80, size=3)
+    bg = np.broadcast_to(tone.astype(np.float32), (ss // 8, ss // 8, 3)).copy()
+    if texture > 0:
+        bg += rng.normal(0.0, texture, size=bg.shape).astype(np.float32)
+    bg_img = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8), "RGB")
+    img = bg_img.resize((ss, ss), Image.Resampling.BILINEAR)  # soft, low-frequency texture
+    draw = ImageDraw.Draw(img)
+    for obj in scene["objects"]:
+        x0, y0, x1, y1 = (v * ss for v in obj["box"])
+        _draw_shape(draw, obj["shape"], (x0, y0, x1, y1), RGB[obj["color"]])
+    return img.resize((image_size, image_size), Image.Resampling.LANCZOS)
+
+
+def encode_jpeg(img: Image.Image, quality: int = 92) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def sample_key(seed: int, index: int) -> str:
+    return f"syn{seed}_{index:08d}"
+
+
+@dataclass
+class SyntheticSample:
+    key: str
+    jpg: bytes
+    caption: str
+    scene: dict[str, Any]
+    width: int
+    height: int
+
+
+def make_sample(seed: int, index: int, image_size: int = 96,
+                kind_weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                jpeg_quality: int = 92, texture: float = 10.0) -> SyntheticSample:
+    scene = generate_scene(seed, index, kind_weights)
+    img = render_image(scene, image_size, texture)
+    return SyntheticSample(key=sample_key(seed, index), jpg=encode_jpeg(img, jpeg_quality),
+                           caption=render_caption(scene), scene=scene,
+                           width=image_size, height=image_size)
+
+
+def generate_samples(cfg: SyntheticConfig, start: int = 0,
+                     stop: int | None = None) -> Iterator[SyntheticSample]:
+    """Samples ``start..stop-1`` (default: all ``cfg.n``)."""
+    stop = cfg.n if stop is None else stop
+    for i in range(start, stop):
+        yield make_sample(cfg.seed, i, cfg.image_size, tuple(cfg.kind_weights),
+                          cfg.jpeg_quality, cfg.texture)
+
+
+def caption_vocabulary() -> list[str]:
+    """Every word a synthetic caption can contain (for tests and concept checks)."""
+    words = {"a", "one", "to", "the"} | set(COUNT_WORDS[1:]) | set(SIZES) | set(COLORS)
+    words |= set(SHAPES) | set(PLURALS.values())
+    for r in RELATION_PHRASE.values():
+        words |= set(r.split())
+    return sorted(words)
+
+
+def grid_iou(a: list[float], b: list[float]) -> float:
+    """IoU of two normalised boxes (useful for grounding checks)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+__all__ = [
+    "SHAPES", "COLORS", "SIZES", "RELATIONS", "COUNT_WORDS", "KINDS", "RGB", "SyntheticConfig",
+    "render_caption", "generate_scene", "render_image", "make_sample", "generate_samples",
+    "relation_holds", "sample_key", "describe", "caption_vocabulary", "grid_iou", "encode_jpeg",
+]

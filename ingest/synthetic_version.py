@@ -1,0 +1,79 @@
+"""Writing the synthetic data set as a dataset version (local, no download), and as a URL
+source (image files + a table of captions) to be served over HTTP and ingested through the
+real download path."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from .accounting import Accounting
+from .synthetic import SyntheticConfig, generate_samples, make_sample, render_image
+from .version import VersionWriter, sample_meta
+
+
+def write_synthetic_version(root: str | Path, dataset: str = "synthetic", version: str = "v1",
+                            cfg: SyntheticConfig | None = None, samples_per_shard: int = 1000,
+                            overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Generate ``cfg.n`` samples into ``<root>/<dataset>/<version>``; returns the manifest."""
+    cfg = cfg or SyntheticConfig()
+    writer = VersionWriter(root, dataset, version, samples_per_shard, overwrite)
+    acc = Accounting(n_input=cfg.n)
+    try:
+        for s in tqdm(generate_samples(cfg), total=cfg.n, desc="synthetic", disable=not progress,
+                      unit="img"):
+            meta = sample_meta(s.key, s.jpg, s.caption, s.width, s.height, s.width, s.height,
+                               source_path=f"synthetic:{cfg.seed}/{s.scene['index']}",
+                               synthetic=s.scene)
+            writer.add(s.key, s.jpg, s.caption, meta)
+            acc.written(s.scene["index"])
+    except BaseException:
+        writer.abort()
+        raise
+    source = {"kind": "synthetic", "seed": cfg.seed, "n": cfg.n}
+    params = {"image_size": cfg.image_size, "kind_weights": list(cfg.kind_weights),
+              "jpeg_quality": cfg.jpeg_quality, "texture": cfg.texture,
+              "samples_per_shard": samples_per_shard}
+    return writer.finish(source, params, acc)
+
+
+def write_synthetic_url_source(out_dir: str | Path, cfg: SyntheticConfig | None = None,
+                               image_format: str = "png", progress: bool = True) -> Path:
+    """Write ``images/KEY.<fmt>`` and ``captions.jsonl`` (path, caption, synthetic scene) under
+    ``out_dir``; turn it into a URL table with ``url_table_for`` once a server runs."""
+    cfg = cfg or SyntheticConfig()
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in tqdm(range(cfg.n), desc="synthetic source", disable=not progress, unit="img"):
+        s = make_sample(cfg.seed, i, cfg.image_size, tuple(cfg.kind_weights), cfg.jpeg_quality,
+                        cfg.texture)
+        rel = f"images/{s.key}.{image_format}"
+        if image_format == "png":
+            render_image(s.scene, cfg.image_size, cfg.texture).save(out / rel, format="PNG")
+        else:
+            (out / rel).write_bytes(s.jpg)
+        lines.append(json.dumps({"path": rel, "caption": s.caption,
+                                 "synthetic": json.dumps(s.scene, sort_keys=True)}))
+    (out / "captions.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
+def url_table_for(source_dir: str | Path, base_url: str, out_path: str | Path | None = None) -> Path:
+    """A parquet URL table (url, caption, synthetic) for a source written by
+    ``write_synthetic_url_source`` and served at ``base_url``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source_dir = Path(source_dir)
+    rows = [json.loads(line) for line in
+            (source_dir / "captions.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    base = base_url.rstrip("/")
+    table = pa.table({"url": [f"{base}/{r['path']}" for r in rows],
+                      "caption": [r["caption"] for r in rows],
+                      "synthetic": [r["synthetic"] for r in rows]})
+    out = Path(out_path) if out_path else source_dir / "urls.parquet"
+    pq.write_table(table, out)
+    return out
