@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from mamo.downstream.metrics import (
+    accuracy, iou, normalize_answer, recall_at_k, vqa_answer_scores, vqa_score,
+    vqa_score_official, xywh_to_xyxy,
+)
+
+
+def test_vqa_soft_score_counts():
+    answers = ["red"] * 2 + ["blue"] * 8
+    assert vqa_score("red", answers) == pytest.approx(2 / 3)
+    assert vqa_score("blue", answers) == 1.0
+    assert vqa_score("green", answers) == 0.0
+    assert vqa_score("Red.", answers) == pytest.approx(2 / 3)  # normalised
+    assert vqa_answer_scores(["two", "2", "2"]) == {"2": 1.0}
+
+
+def test_vqa_official_leave_one_out():
+    answers = ["yes"] * 3 + ["no"] * 7
+    # 3 of the 10 subsets lose a "yes" (2/3), the other 7 keep three (1)
+    assert vqa_score_official("yes", answers) == pytest.approx((3 * 2 / 3 + 7) / 10)
+    assert vqa_score_official("no", answers) == 1.0
+    assert vqa_score_official("maybe", answers) == 0.0
+
+
+def test_normalize_answer():
+    assert normalize_answer("  The Two Dogs! ") == "2 dogs"
+    assert normalize_answer("3.5") == "3.5"
+
+
+def test_accuracy():
+    assert accuracy([1, 0, 1, 1], [1, 1, 1, 0]) == 0.5
+    with pytest.raises(ValueError):
+        accuracy([1], [1, 2])
+
+
+def test_iou_hand_cases():
+    assert iou([0, 0, 2, 2], [0, 0, 2, 2]) == 1.0
+    assert iou([0, 0, 2, 2], [1, 0, 3, 2]) == pytest.approx(2 / 6)
+    assert iou([0, 0, 1, 1], [2, 2, 3, 3]) == 0.0
+    assert iou([0, 0, 0, 0], [0, 0, 0, 0]) == 0.0
+    assert xywh_to_xyxy([1, 2, 3, 4]) == [1, 2, 4, 6]
+
+
+def test_recall_at_k_hand_built():
+    # 3 images, 4 texts; texts 0,1 -> image 0, text 2 -> image 1, text 3 -> image 2
+    t2i = [0, 0, 1, 2]
+    sim = torch.tensor([
+        [0.1, 0.9, 0.0, 0.1],   # image 0: best text is 1 (positive) -> rank 0
+        [0.0, 0.1, 0.3, 0.5],   # image 1: text 3 first, its text 2 second
+        [0.9, 0.0, 0.1, 0.2],   # image 2: text 0, 3 -> text 3 at rank 1
+    ])
+    r = recall_at_k(sim, t2i, ks=(1, 2))
+    assert r["tr_r@1"] == pytest.approx(100 / 3)
+    assert r["tr_r@2"] == pytest.approx(100.0)
+    # text columns: t0 -> image 2 best (image 0 second), t1 -> image 0 best,
+    # t2 -> image 1 best, t3 -> image 1 best (image 2 second)
+    assert r["ir_r@1"] == pytest.approx(50.0)
+    assert r["ir_r@2"] == pytest.approx(100.0)
+    assert r["r_mean"] == pytest.approx((100 / 3 + 100 + 50 + 100) / 4)
