@@ -1,0 +1,67 @@
+"""Pre-train MAMO.
+
+    python -m mamo.train --config configs/tiny.yaml [dotted.key=value ...] [--resume] [--run-dir DIR]
+    torchrun --nproc_per_node 2 -m mamo.train --config configs/tiny.yaml ...
+
+A run directory that already holds a checkpoint is resumed automatically. Exit codes: 0 done,
+2 the run could not start (one line on stderr names the key or file; nothing was written),
+3 stopped after too many non-finite steps (the last good checkpoint is kept).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m mamo.train",
+        description="Pre-train MAMO (ITC + ITM + masked multimodal modeling) on a dataset version "
+        "with its concept annotations. Settings: mamo/trainer/config.py (defaults) <- --config YAML "
+        "<- dotted overrides such as optim.lr=3e-4 train.steps=100.",
+    )
+    ap.add_argument("--config", help="YAML file (e.g. configs/tiny.yaml); defaults apply without one")
+    ap.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="config overrides, applied last")
+    ap.add_argument("--resume", action="store_true",
+                    help="require a checkpoint in the run dir and continue from it "
+                    "(a run dir with a checkpoint is resumed even without this flag)")
+    ap.add_argument("--run-dir", help="run directory (default: <run.dir>/<run.name>)")
+    ap.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    # Heavy imports only after --help has had its chance.
+    from mamo.config import ConfigError
+    from mamo.trainer.config import load_run_config
+    from mamo.trainer.preflight import StartError, describe_error, resolve_run_dir
+
+    def fail(e: BaseException) -> int:
+        if rank == 0:
+            print(f"error: {describe_error(e)}", file=sys.stderr, flush=True)
+        return 2
+
+    try:
+        cfg = load_run_config(args.config, args.overrides)
+    except ConfigError as e:
+        return fail(e)
+
+    from mamo.trainer.loop import EXIT_NONFINITE, TrainingAborted, prepare, train
+
+    try:
+        prepared = prepare(cfg, resolve_run_dir(cfg, args.run_dir), resume=args.resume)
+    except (ConfigError, StartError) as e:
+        return fail(e)
+    try:
+        return train(prepared, progress=not args.no_progress)
+    except TrainingAborted as e:
+        if rank == 0:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        return EXIT_NONFINITE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""Checkpoints: ``checkpoints/step_XXXXXXX/{model.safetensors, state.pt, meta.json}``.
+
+- ``model.safetensors``: the full model state (online weights, momentum copy, ITC queue and
+  any other buffers), so a checkpoint is usable without the trainer.
+- ``state.pt``: optimizer, scheduler, RNG states (python, numpy, torch, cuda), loader position
+  and step. Only tensors and plain containers are stored, so it loads with
+  ``torch.load(weights_only=True)`` (no pickled code runs on load).
+- ``meta.json``: what the weights are compatible with (model config, vocab id, number of
+  concepts); checked before any weight is touched.
+
+Writes are atomic: everything goes to a hidden temporary directory first which is renamed into
+place, so a SIGKILL at any moment leaves either the old set of checkpoints or the new one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+CKPT_DIR = "checkpoints"
+WEIGHTS = "model.safetensors"
+STATE = "state.pt"
+META = "meta.json"
+_STEP_RE = re.compile(r"^step_(\d{7,})$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used here (missing, corrupt or incompatible)."""
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run, oldest first (temporary dirs are ignored)."""
+    root = Path(run_dir) / CKPT_DIR
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.iterdir():
+        m = _STEP_RE.match(p.name)
+        if m and p.is_dir() and (p / STATE).is_file() and (p / WEIGHTS).is_file():
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    ckpts = list_checkpoints(run_dir)
+    return ckpts[-1][1] if ckpts else None
+
+
+# ---------------------------------------------------------------- RNG state (plain data only)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the step may touch, as tensors/ints/lists (weights_only-loadable)."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)
+    state: dict[str, Any] = {
+        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
+        "numpy": {
+            "bit_generator": np_state["bit_generator"],
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    npst = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": npst["bit_generator"],
+            "state": {"key": npst["key"].numpy().astype(np.uint32), "pos": npst["pos"]},
+            "has_gauss": npst["has_gauss"],
+            "gauss": npst["gauss"],
+        }
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+# ---------------------------------------------------------------- save / load
+
+
+@dataclass
+class Loaded:
+    step: int
+    state: dict[str, Any]  # the whole state.pt
+    meta: dict[str, Any]
+    path: Path
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    model: nn.Module,
+    state: dict[str, Any],
+    meta: dict[str, Any],
+    keep_last: int,
+) -> Path:
+    """Write ``checkpoints/step_<step>/`` atomically and prune to the newest ``keep_last``.
+
+    ``model`` must be the unwrapped module (no DDP/compile prefixes in the names). ``state``
+    holds optimizer/scheduler/rng/loader/step (plain data and tensors only).
+    """
+    root = Path(run_dir) / CKPT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / step_dir_name(step)
+    tmp = root / f".tmp_{step_dir_name(step)}_{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    # save_model handles tensors that share storage (tied weights) by keeping one name.
+    save_model(model, str(tmp / WEIGHTS), metadata={"step": str(step), "format": "mamo-ckpt/1"})
+    torch.save(state, tmp / STATE)
+    (tmp / META).write_text(json.dumps({**meta, "step": step}, indent=2, sort_keys=True) + "\n")
+    _fsync_dir_files(tmp)
+    if final.exists():  # re-saving the same step (e.g. the last step after a resume)
+        old = root / f".old_{step_dir_name(step)}_{os.getpid()}"
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+    _fsync(root)
+    prune(run_dir, keep_last)
+    return final
+
+
+def prune(run_dir: str | Path, keep_last: int) -> None:
+    ckpts = list_checkpoints(run_dir)
+    for _, path in ckpts[: max(0, len(ckpts) - keep_last)]:
+        shutil.rmtree(path, ignore_errors=True)
+    # Leftovers of a writer that was killed mid-save.
+    root = Path(run_dir) / CKPT_DIR
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.name.startswith((".tmp_", ".old_")) and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def read_meta(ckpt_dir: str | Path) -> dict[str, Any]:
+    path = Path(ckpt_dir) / META
+    if not path.is_file():
+        raise CheckpointError(f"{ckpt_dir} is not a checkpoint (no {META})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is corrupt: {e}") from e
+
+
+def check_compatible(meta: dict[str, Any], expected: dict[str, Any], where: str) -> None:
+    """Refuse weights built for another model preset or another concept vocabulary."""
+    exp_model, got_model = expected.get("model", {}), meta.get("model", {})
+    diff = sorted(k for k in set(exp_model) | set(got_model) if exp_model.get(k) != got_model.get(k))
+    if diff:
+        k = diff[0]
+        raise CheckpointError(
+            f"checkpoint {where} was made for another model (model.{k}: checkpoint "
+            f"{got_model.get(k)!r}, config {exp_model.get(k)!r}"
+            + (f"; {len(diff) - 1} more keys differ" if len(diff) > 1 else "")
+            + ")"
+        )
+    for key in ("vocab_id", "num_concepts"):
+        if meta.get(key) != expected.get(key):
+            raise CheckpointError(
+                f"checkpoint {where} was made for another concept vocabulary ({key}: checkpoint "
+                f"{meta.get(key)!r}, data {expected.get(key)!r})"
+            )
+
+
+def load_weights(model: nn.Module, ckpt_dir: str | Path) -> None:
+    path = Path(ckpt_dir) / WEIGHTS
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    missing, unexpected = load_model(model, str(path), strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path} does not fit the model: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}"
+        )
+
+
+def load_checkpoint(ckpt_dir: str | Path, model: nn.Module, expected_meta: dict[str, Any]) -> Loaded:
+    """Check compatibility, then load weights into ``model`` and return state.pt (not applied)."""
+    ckpt_dir = Path(ckpt_dir)
+    meta = read_meta(ckpt_dir)
+    check_compatible(meta, expected_meta, str(ckpt_dir))
+    load_weights(model, ckpt_dir)
+    state = torch.load(ckpt_dir / STATE, map_location="cpu", weights_only=True)
+    return Loaded(step=int(state["step"]), state=state, meta=meta, path=ckpt_dir)
+
+
+def export_final(run_dir: str | Path, model: nn.Module, meta: dict[str, Any], config_yaml: str) -> Path:
+    """``final/model.safetensors`` + ``final/config.yaml`` + ``final/meta.json``, atomically."""
+    run_dir = Path(run_dir)
+    final = run_dir / "final"
+    tmp = run_dir / f".tmp_final_{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_model(model, str(tmp / WEIGHTS), metadata={"step": str(meta.get("step", "")), "format": "mamo-ckpt/1"})
+    (tmp / "config.yaml").write_text(config_yaml)
+    (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    _fsync_dir_files(tmp)
+    if final.exists():
+        old = run_dir / f".old_final_{os.getpid()}"
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+    return final
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir_files(d: Path) -> None:
+    for p in d.iterdir():
+        _fsync(p)
+    _fsync(d)

@@ -1,0 +1,409 @@
+"""The training loop: one plain loop over optimizer steps.
+
+    prepare(cfg, run_dir, resume)   every check, nothing written  (StartError on failure)
+    train(prepared)                 set up, resume, loop, checkpoint, export
+
+Reproducibility: the per-step masking / hard-negative seed is a function of
+(train.seed, step, micro-batch, rank), never of how much global RNG was consumed before; the
+loader's order is a function of (data.seed, epoch) and its position is one integer; the
+checkpoint carries every RNG state. A run killed mid-epoch and resumed therefore logs the same
+per-step losses as an uninterrupted one (on CPU, same thread count).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import random
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from tqdm import tqdm
+
+from mamo.config import to_dict
+from mamo.trainer import checkpoint as ckpt
+from mamo.trainer.config import RunConfig
+from mamo.trainer.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    any_rank,
+    barrier,
+    cleanup,
+    gather_digests,
+    init_distributed,
+    preflight_world_size,
+    wrap_ddp,
+)
+from mamo.trainer.metrics import MetricsLogger, truncate_after
+from mamo.trainer.optim import build_optimizer, build_scheduler
+from mamo.trainer.preflight import (
+    CONFIG_FILE,
+    DATA_VERSIONS_FILE,
+    StartError,
+    check_checkpoint,
+    check_data,
+    check_resume,
+    inspect_run_dir,
+)
+
+EXIT_NONFINITE = 3
+
+
+class TrainingAborted(RuntimeError):
+    """Too many non-finite steps in a row; the last good checkpoint is kept."""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
+    """Seed of the step's random choices (masks, hard negatives): a pure function of its
+    position, so a resumed run draws exactly what the uninterrupted run drew."""
+    digest = hashlib.blake2b(f"{seed}:{step}:{micro}:{rank}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def _scalar(v: Any) -> float | None:
+    if isinstance(v, torch.Tensor) and v.numel() == 1:
+        return float(v.detach().float().item())
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    return None
+
+
+def temperature_of(model: nn.Module) -> float | None:
+    for name in ("temperature", "temp"):
+        t = getattr(model, name, None)
+        if callable(t) and not isinstance(t, torch.Tensor):
+            t = t()
+        if isinstance(t, torch.Tensor) and t.numel() == 1:
+            return float(t.detach().float().item())
+    return None
+
+
+# ----------------------------------------------------------------------------- data stream
+
+
+class BatchStream:
+    """Batches across epoch boundaries; its position is (epoch, the loader's own state)."""
+
+    def __init__(self, cfg: RunConfig, info: DistInfo, epoch: int = 0, loader_state: Any = None, loader=None):
+        self.cfg, self.info = cfg, info
+        self.epoch = epoch
+        self.loader = loader if loader is not None else self._build(epoch)
+        if loader_state is not None:
+            self.loader.load_state_dict(loader_state)
+        self._it: Iterator | None = None
+
+    def _build(self, epoch: int):
+        from mamo.data import build_loader
+
+        return build_loader(self.cfg.data, split="train", rank=self.info.rank, world_size=self.info.world_size, epoch=epoch)
+
+    def next(self) -> dict[str, Any]:
+        for _ in range(2):  # at most one epoch change per call
+            if self._it is None:
+                self._it = iter(self.loader)
+            try:
+                return next(self._it)
+            except StopIteration:
+                self.epoch += 1
+                self.loader = self._build(self.epoch)
+                self._it = None
+        raise RuntimeError("the loader yields no batch in a whole epoch (data.batch_size larger than the data?)")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "loader": self.loader.state_dict()}
+
+
+def batches_per_epoch(loader) -> int:
+    try:
+        return len(loader)
+    except TypeError as e:  # pragma: no cover - the loader contract has __len__
+        raise StartError("train.steps=0 needs a loader with a length to count epochs") from e
+
+
+# ----------------------------------------------------------------------------- preparation
+
+
+@dataclass
+class Prepared:
+    cfg: RunConfig
+    run_dir: Path
+    resume_from: Path | None
+    data_versions: dict[str, Any]
+    expected_meta: dict[str, Any]
+    total_steps: int
+    loader: Any  # the epoch-0 loader built while checking (reused for a fresh start)
+    config_yaml: str
+    world_size: int
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Prepared:
+    """Every check that can fail before the first step; writes nothing."""
+    rank, world_size = preflight_world_size()
+    state = inspect_run_dir(run_dir, resume)
+    try:
+        version_dir = cfg.data.version_for("train")
+    except Exception as e:
+        raise StartError(str(e)) from e
+    data_versions = check_data(version_dir, cfg.data.vocab_id)
+    try:
+        from mamo.data import build_loader
+
+        loader = build_loader(cfg.data, split="train", rank=rank, world_size=world_size, epoch=0)
+    except Exception as e:
+        raise StartError(f"data: cannot build the train loader: {' '.join(str(e).split())}") from e
+    if loader.vocab_id != data_versions["vocab_id"]:
+        raise StartError(f"data: loader reads vocabulary {loader.vocab_id}, checked {data_versions['vocab_id']}")
+    per_epoch = batches_per_epoch(loader) // cfg.train.grad_accum
+    if per_epoch < 1:
+        raise StartError(
+            f"config key 'data.batch_size': {cfg.data.batch_size} x train.grad_accum={cfg.train.grad_accum} "
+            f"x {world_size} ranks is more than one epoch of {data_versions['samples']} samples"
+        )
+    total = cfg.train.steps or cfg.train.epochs * per_epoch
+    data_versions = {**data_versions, "steps_per_epoch": per_epoch}
+    expected_meta = {
+        "model": to_dict(cfg.model),
+        "vocab_id": data_versions["vocab_id"],
+        "num_concepts": loader.concept_vocab_size,
+        "world_size": world_size,
+    }
+    notes = []
+    if state.resume_from is not None:
+        check_resume(run_dir, cfg, data_versions, expected_meta, state.resume_from)
+        saved_ws = ckpt.read_meta(state.resume_from).get("world_size", world_size)
+        if saved_ws != world_size:
+            raise StartError(
+                f"checkpoint {state.resume_from} was written by {saved_ws} processes; resume with the "
+                f"same number (now {world_size}) so the data order continues exactly"
+            )
+        notes.append(f"resuming from {state.resume_from}")
+    if cfg.train.init_from:
+        check_checkpoint(Path(cfg.train.init_from), expected_meta)
+    config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    return Prepared(cfg, run_dir, state.resume_from, data_versions, expected_meta, total, loader,
+                    config_yaml, world_size, notes)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def build_model(cfg: RunConfig, num_concepts: int) -> nn.Module:
+    from mamo.model import MAMO
+
+    return MAMO(cfg.model, cfg.loss, num_concepts)
+
+
+def _write_run_files(p: Prepared) -> None:
+    p.run_dir.mkdir(parents=True, exist_ok=True)
+    (p.run_dir / CONFIG_FILE).write_text(p.config_yaml, encoding="utf-8")
+    (p.run_dir / DATA_VERSIONS_FILE).write_text(json.dumps(p.data_versions, indent=2) + "\n", encoding="utf-8")
+
+
+def _find_unused(cfg: RunConfig) -> bool:
+    if cfg.train.ddp_find_unused is not None:
+        return cfg.train.ddp_find_unused
+    lc = cfg.loss
+    # A zero weight leaves its head without gradient: DDP must be told.
+    return any(w == 0 for w in (lc.w_itc, lc.w_itm, lc.w_mmm, lc.lambda_v, lc.lambda_t)) or lc.text_target == "none"
+
+
+def train(p: Prepared, progress: bool = True) -> int:
+    """Run (or continue) training; returns the process exit code."""
+    cfg, tc = p.cfg, p.cfg.train
+    info = init_distributed(tc.device)
+    try:
+        return _train(p, info, progress)
+    finally:
+        cleanup(info)
+
+
+def _train(p: Prepared, info: DistInfo, progress: bool) -> int:
+    cfg, tc = p.cfg, p.cfg.train
+    device = info.device
+    seed_everything(tc.seed)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    model = build_model(cfg, p.expected_meta["num_concepts"]).to(device)
+    if cfg.train.init_from and p.resume_from is None:
+        ckpt.load_weights(model, cfg.train.init_from)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, p.total_steps)
+
+    start_step, epoch, loader_state = 0, 0, None
+    if p.resume_from is not None:
+        loaded = ckpt.load_checkpoint(p.resume_from, model, p.expected_meta)
+        st = loaded.state
+        optimizer.load_state_dict(st["optimizer"])
+        scheduler.load_state_dict(st["scheduler"])
+        ckpt.set_rng_state(st["rng_by_rank"][info.rank])
+        start_step = loaded.step
+        epoch = int(st["data_by_rank"][info.rank]["epoch"])
+        loader_state = st["data_by_rank"][info.rank]["loader"]
+
+    # From here on the run dir is ours to write (every check has passed).
+    if info.is_main:
+        _write_run_files(p)
+        truncate_after(p.run_dir / "metrics.jsonl", start_step)
+    barrier(info)
+    logger = MetricsLogger(p.run_dir, enabled=info.is_main, tensorboard=tc.tensorboard)
+
+    ddp_model = wrap_ddp(model, info, _find_unused(cfg))
+    fwd_model = torch.compile(ddp_model) if tc.compile else ddp_model
+    amp_dtype = autocast_dtype(tc.precision, device)
+    stream = BatchStream(cfg, info, epoch, loader_state, loader=p.loader if (epoch == 0 and loader_state is None) else None)
+    if p.loader is not None and stream.loader is not p.loader:
+        p.loader = None  # not needed: a resume builds its own
+
+    params = [q for q in model.parameters() if q.requires_grad]
+    samples_per_step = cfg.data.batch_size * tc.grad_accum * info.world_size
+    bad_in_a_row = 0
+    bar = tqdm(total=p.total_steps, initial=start_step, disable=not (progress and info.is_main),
+               unit="step", dynamic_ncols=True, file=sys.stderr)
+    for note in p.notes:
+        if info.is_main:
+            bar.write(note)
+
+    step = start_step
+    ema_sps = None
+    while step < p.total_steps:
+        t_start = time.perf_counter()
+        data_wait = 0.0
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        terms: dict[str, float] = {}
+        for micro in range(tc.grad_accum):
+            t0 = time.perf_counter()
+            batch = to_device(stream.next(), device)
+            data_wait += time.perf_counter() - t0
+            last = micro == tc.grad_accum - 1
+            # Gradients are all-reduced once per optimizer step, on the last micro-batch.
+            sync = contextlib.nullcontext() if (last or not info.distributed) else ddp_model.no_sync()
+            with sync:
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    out = fwd_model(batch, generator_seed=step_seed(tc.seed, step, micro, info.rank))
+                (out["loss"] / tc.grad_accum).backward()
+            for k, v in out.items():
+                s = _scalar(v)
+                if s is not None:
+                    terms[k] = terms.get(k, 0.0) + s / tc.grad_accum
+        max_norm = cfg.optim.clip_grad_norm if cfg.optim.clip_grad_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        lr = optimizer.param_groups[0]["lr"]
+        nonfinite = any_rank(not (math.isfinite(terms.get("loss", float("nan"))) and math.isfinite(grad_norm)), info)
+        if nonfinite:
+            # Skip the update entirely; the schedule still advances with the step count.
+            optimizer.zero_grad(set_to_none=True)
+            bad_in_a_row += 1
+            if info.is_main:
+                warnings.warn(f"step {step + 1}: non-finite loss or gradient; update skipped "
+                              f"({bad_in_a_row}/{tc.max_nonfinite} in a row)", RuntimeWarning, stacklevel=1)
+        else:
+            optimizer.step()
+            model.momentum_update()  # EMA on the unwrapped module, after every optimizer step
+            bad_in_a_row = 0
+        scheduler.step()
+        step += 1
+
+        step_time = time.perf_counter() - t_start
+        terms = all_reduce_mean(terms, info)
+        sps = samples_per_step / max(step_time, 1e-9)
+        ema_sps = sps if ema_sps is None else 0.9 * ema_sps + 0.1 * sps
+        record = {
+            **terms,
+            "lr": lr,
+            "temperature": temperature_of(model),
+            "grad_norm": grad_norm,
+            "samples_per_s": sps,
+            "data_wait_share": data_wait / max(step_time, 1e-9),
+            "step_time_s": step_time,
+            "epoch": stream.epoch,
+            "skipped": nonfinite,
+        }
+        logger.log(step, record)
+        bar.update(1)
+        bar.set_postfix(loss=f"{terms.get('loss', float('nan')):.4f}", sps=f"{ema_sps:.1f}", lr=f"{lr:.2e}", refresh=False)
+        if info.is_main and (step % tc.log_every == 0 or step == p.total_steps) and not progress:
+            print(f"step {step}/{p.total_steps} loss {terms.get('loss', float('nan')):.4f} "
+                  f"lr {lr:.2e} {sps:.1f} samples/s", file=sys.stderr, flush=True)
+
+        if bad_in_a_row >= tc.max_nonfinite:
+            bar.close()
+            logger.close()
+            last_ckpt = ckpt.latest_checkpoint(p.run_dir)
+            raise TrainingAborted(
+                f"{bad_in_a_row} non-finite steps in a row (train.max_nonfinite={tc.max_nonfinite}); "
+                f"stopped at step {step}, last good checkpoint: {last_ckpt or 'none'}"
+            )
+        if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == p.total_steps:
+            _save(p, info, model, optimizer, scheduler, stream, step)
+
+    bar.close()
+    logger.close()
+    digests = gather_digests(model, info)
+    if info.is_main:
+        meta = {**p.expected_meta, "step": step, "data_versions": p.data_versions}
+        final = ckpt.export_final(p.run_dir, model, meta, p.config_yaml)
+        if info.distributed:
+            # Proof that DDP kept every rank's weights (and momentum/queue buffers) identical.
+            (final / "rank_digests.json").write_text(json.dumps(digests, indent=2) + "\n")
+        print(f"done: {step} steps; final weights in {final}", file=sys.stderr, flush=True)
+    if info.distributed and len(set(digests)) != 1:
+        raise RuntimeError(f"ranks diverged: state digests {digests}")
+    barrier(info)
+    return 0
+
+
+def _save(p: Prepared, info: DistInfo, model, optimizer, scheduler, stream: BatchStream, step: int) -> None:
+    # Every rank's RNG and loader position (they differ per rank); rank 0 writes.
+    rng = ckpt.rng_state()
+    data = stream.state_dict()
+    if info.distributed:
+        import torch.distributed as dist
+
+        rngs: list = [None] * info.world_size
+        datas: list = [None] * info.world_size
+        dist.all_gather_object(rngs, rng)
+        dist.all_gather_object(datas, data)
+    else:
+        rngs, datas = [rng], [data]
+    if info.is_main:
+        state = {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng_by_rank": rngs,
+            "data_by_rank": datas,
+        }
+        ckpt.save_checkpoint(p.run_dir, step, model, state, p.expected_meta, p.cfg.train.keep_last)
+    barrier(info)
