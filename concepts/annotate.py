@@ -1,0 +1,100 @@
+"""Per-shard files of the concepts stage: extraction results (a cache) and annotations.
+
+    concepts/_extracted/<extract_id>/<stem>.jsonl   {"key", "caption_sha1", "words", "concepts":
+                                                      [[start, end, lemma, pos]], "skipped"?}
+    concepts/<vocab_id>/annotations/<stem>.jsonl     {"key", "vocab_id", "caption_sha1",
+                                                      "spans": [[start, end, concept_id]]}
+
+The extraction cache depends only on the data and the extraction settings, so a new
+threshold reuses it and spaCy does not run again. Both are written to a temporary name and
+renamed, so a reader never sees half a file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+from concepts.corpus import read_shard_captions
+from concepts.extract import ConceptExtractor
+
+EXTRACTED_DIR = "_extracted"
+
+
+def caption_sha1(raw: bytes) -> str:
+    """sha1 of the caption's bytes exactly as stored in KEY.txt."""
+    return hashlib.sha1(raw).hexdigest()
+
+
+def write_lines_atomic(path: Path, lines: Iterator[str] | list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        for line in lines:
+            f.write(line)
+            f.write("\n")
+    os.replace(tmp, path)
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def extract_shard(tar_path: str | Path, out_path: str | Path,
+                  extractor: ConceptExtractor) -> dict[str, Any]:
+    """Run the extractor over one shard's captions and write its extraction file."""
+    samples = read_shard_captions(tar_path)
+    result = extractor.extract([raw for _, raw in samples])
+    lines = []
+    for (key, raw), concepts, words in zip(samples, result.concepts, result.words):
+        rec: dict[str, Any] = {"key": key, "caption_sha1": caption_sha1(raw), "words": words,
+                               "concepts": [list(c) for c in concepts or []]}
+        if concepts is None:
+            rec["skipped"] = True
+        lines.append(_dumps(rec))
+    write_lines_atomic(Path(out_path), lines)
+    return {"samples": len(samples), "unique": result.unique, "truncated": result.truncated,
+            "skipped": dict(result.skipped)}
+
+
+def read_extracted(path: str | Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def shard_counts(path: str | Path) -> tuple[Counter, dict[str, int]]:
+    """``(lemma, pos) -> n`` of one extraction file, and its sample/word tallies."""
+    counts: Counter = Counter()
+    tally = {"samples": 0, "skipped": 0, "with_concept": 0, "concept_words": 0, "words": 0}
+    for rec in read_extracted(path):
+        tally["samples"] += 1
+        tally["words"] += rec.get("words", 0)
+        if rec.get("skipped"):
+            tally["skipped"] += 1
+        concepts = rec["concepts"]
+        if concepts:
+            tally["with_concept"] += 1
+            tally["concept_words"] += len(concepts)
+        counts.update((c[2], c[3]) for c in concepts)
+    return counts, tally
+
+
+def annotate_shard(extracted_path: str | Path, out_path: str | Path,
+                   concept_to_id: dict[str, int], vocab_id: str) -> dict[str, int]:
+    """Write one annotation line per sample key: the spans whose concept is in the vocabulary."""
+    lines = []
+    tally = {"samples": 0, "with_span": 0, "spans": 0}
+    for rec in read_extracted(extracted_path):
+        spans = [[c[0], c[1], concept_to_id[c[2]]] for c in rec["concepts"] if c[2] in concept_to_id]
+        lines.append(_dumps({"key": rec["key"], "vocab_id": vocab_id,
+                             "caption_sha1": rec["caption_sha1"], "spans": spans}))
+        tally["samples"] += 1
+        tally["with_span"] += bool(spans)
+        tally["spans"] += len(spans)
+    write_lines_atomic(Path(out_path), lines)
+    return tally

