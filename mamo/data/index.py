@@ -1,0 +1,185 @@
+"""The sample index of a dataset version: where each sample's members lie in its shard.
+
+Built from ``manifest.json`` and the per-shard DALI index files (wds2idx format
+``v1.2 N`` then one line per sample: ``ext offset size name`` repeated per member). With the
+offsets, any sample is two ``os.pread`` calls away, so the loaders read samples in an order
+they choose themselves (needed for exact resume) without scanning tars.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXT = "jpg"
+CAPTION_EXT = "txt"
+
+
+class IndexError_(ValueError):
+    """An index file or manifest does not describe its shards."""
+
+
+def load_manifest(version_dir: str | Path) -> dict[str, Any]:
+    """The validated manifest (``ingest.manifest.load_manifest``)."""
+    from ingest.manifest import load_manifest as _load
+
+    return _load(version_dir)
+
+
+def parse_index_file(path: str | Path) -> list[dict[str, tuple[int, int]]]:
+    """One dict per sample: ``{"__key__": ..., ext: (offset, size), ...}`` in tar order."""
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().split()
+        if len(header) != 2 or not header[0].startswith("v1"):
+            raise IndexError_(f"{path}: not a DALI webdataset index (header {header})")
+        expected = int(header[1])
+        samples = []
+        for lineno, line in enumerate(f, start=2):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) % 4:
+                raise IndexError_(f"{path}:{lineno}: expected groups of 'ext offset size name'")
+            sample: dict[str, Any] = {}
+            for i in range(0, len(parts), 4):
+                ext, off, size, name = parts[i : i + 4]
+                sample[ext] = (int(off), int(size))
+                base = os.path.basename(name)
+                sample["__key__"] = base[: base.find(".")] if "." in base else base
+            samples.append(sample)
+    if len(samples) != expected:
+        raise IndexError_(f"{path}: header says {expected} samples, found {len(samples)}")
+    return samples
+
+
+def scan_tar(path: str | Path) -> list[dict[str, tuple[int, int]]]:
+    """The same records as ``parse_index_file``, by reading the tar (when no index exists)."""
+    samples: list[dict[str, Any]] = []
+    last = None
+    with tarfile.open(path, "r:") as tf:
+        for m in tf:
+            if not m.isreg():
+                continue
+            base = os.path.basename(m.name)
+            dot = base.find(".")
+            if dot <= 0:
+                continue
+            stem = m.name[: len(m.name) - len(base) + dot]
+            if stem != last:
+                samples.append({"__key__": base[:dot]})
+                last = stem
+            samples[-1][base[dot + 1 :]] = (m.offset_data, m.size)
+    return samples
+
+
+@dataclass
+class SampleIndex:
+    """Flat arrays over every sample of a version, in manifest shard order then tar order.
+
+    A member that is absent has size -1 (the loaders skip and count such samples).
+    """
+
+    version_dir: Path
+    shard_paths: list[Path]
+    shard_stems: list[str]
+    shard_of: np.ndarray  # int32 [N]
+    keys: list[str]
+    image_offset: np.ndarray  # int64 [N]
+    image_size: np.ndarray  # int64 [N], -1 = no .jpg member
+    caption_offset: np.ndarray
+    caption_size: np.ndarray  # -1 = no .txt member
+    shard_sizes: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def fingerprint(self) -> str:
+        """Identifies the sample set, so a saved loader position is not applied to other data."""
+        return f"{len(self.keys)}:{','.join(self.shard_stems)}:{self.keys[0] if self.keys else ''}:" \
+               f"{self.keys[-1] if self.keys else ''}"
+
+
+def build_index(version_dir: str | Path) -> SampleIndex:
+    """Index every shard listed in the version's manifest."""
+    version_dir = Path(version_dir)
+    manifest = load_manifest(version_dir)
+    shard_paths, stems, sizes = [], [], []
+    columns: dict[str, list[int]] = {k: [] for k in ("shard", "io", "is", "co", "cs")}
+    keys: list[str] = []
+    for s, shard in enumerate(manifest["shards"]):
+        tar = version_dir / shard["tar"]
+        idx = version_dir / shard["index"] if shard.get("index") else None
+        if idx is not None and idx.is_file():
+            records = parse_index_file(idx)
+        else:
+            log.warning("no index file for %s; scanning the tar (slow for big shards)", tar)
+            records = scan_tar(tar)
+        if shard.get("samples") is not None and shard["samples"] != len(records):
+            log.warning("%s: manifest says %d samples, index has %d", tar, shard["samples"], len(records))
+        shard_paths.append(tar)
+        stems.append(Path(shard["tar"]).name.split(".")[0])
+        sizes.append(len(records))
+        for r in records:
+            keys.append(r["__key__"])
+            columns["shard"].append(s)
+            io, isz = r.get(IMAGE_EXT, (0, -1))
+            co, csz = r.get(CAPTION_EXT, (0, -1))
+            columns["io"].append(io)
+            columns["is"].append(isz)
+            columns["co"].append(co)
+            columns["cs"].append(csz)
+    return SampleIndex(
+        version_dir=version_dir, shard_paths=shard_paths, shard_stems=stems,
+        shard_of=np.asarray(columns["shard"], dtype=np.int32), keys=keys,
+        image_offset=np.asarray(columns["io"], dtype=np.int64),
+        image_size=np.asarray(columns["is"], dtype=np.int64),
+        caption_offset=np.asarray(columns["co"], dtype=np.int64),
+        caption_size=np.asarray(columns["cs"], dtype=np.int64),
+        shard_sizes=sizes,
+    )
+
+
+class ShardFiles:
+    """Open shard files, read by offset with ``os.pread`` (no shared file position, so it is
+    safe across threads and forked DataLoader workers)."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+        self._fds: dict[int, int] = {}
+        self._pid = os.getpid()
+
+    def read(self, shard: int, offset: int, size: int) -> bytes:
+        if os.getpid() != self._pid:  # forked: descriptors are shared but we keep our own
+            self._fds, self._pid = {}, os.getpid()
+        fd = self._fds.get(shard)
+        if fd is None:
+            fd = self._fds[shard] = os.open(self.paths[shard], os.O_RDONLY)
+        data = os.pread(fd, size, offset)
+        if len(data) != size:
+            raise OSError(f"{self.paths[shard]}: short read at {offset} ({len(data)} of {size} bytes)")
+        return data
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
+
+    def __getstate__(self) -> dict:
+        return {"paths": self.paths}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["paths"])
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+

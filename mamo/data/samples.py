@@ -1,0 +1,147 @@
+"""Reading one batch's raw samples: bytes, caption, and the augmentation drawn for each.
+
+Shared by both backends so they see the same samples, skip the same bad ones and apply the
+same crop windows and flips. Crops/flips come from a generator seeded by (seed, epoch,
+sample id): independent of rank, world size, batch position and of resuming.
+"""
+from __future__ import annotations
+
+import io
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from mamo.data.config import AugmentConfig
+from mamo.data.index import SampleIndex, ShardFiles
+
+# Reasons a sample is skipped; they are the keys counted in ``loader.stats``.
+MISSING_IMAGE = "missing_image"
+MISSING_CAPTION = "missing_caption"
+CORRUPT_IMAGE = "corrupt_image"
+
+JPEG_SOI = b"\xff\xd8\xff"
+
+
+class CorruptImage(ValueError):
+    pass
+
+
+@dataclass
+class RawBatch:
+    batch_index: int
+    samples: list[int] = field(default_factory=list)  # global sample ids that were kept
+    keys: list[str] = field(default_factory=list)
+    captions: list[str] = field(default_factory=list)
+    shards: list[int] = field(default_factory=list)
+    jpegs: list[bytes] = field(default_factory=list)
+    crops: list[tuple[int, int, int, int]] = field(default_factory=list)  # x, y, w, h in pixels
+    flips: list[bool] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def drop(self, positions: set[int], reason: str) -> None:
+        """Remove samples (by position in this batch) found bad after reading, e.g. at decode."""
+        keep = [i for i in range(len(self.samples)) if i not in positions]
+        for name in ("samples", "keys", "captions", "shards", "jpegs", "crops", "flips"):
+            values = getattr(self, name)
+            setattr(self, name, [values[i] for i in keep])
+        self.skipped[reason] += len(positions)
+
+
+def jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the JPEG header, without decoding; raises CorruptImage."""
+    if not data.startswith(JPEG_SOI):
+        raise CorruptImage("no JPEG start-of-image marker")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format != "JPEG":
+                raise CorruptImage(f"not a JPEG ({img.format})")
+            w, h = img.size
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise CorruptImage(str(e)) from e
+    if w <= 0 or h <= 0:
+        raise CorruptImage(f"bad size {w}x{h}")
+    return w, h
+
+
+def random_resized_crop(w: int, h: int, scale: tuple[float, float], ratio: tuple[float, float],
+                        rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """A crop window with area fraction in ``scale`` and aspect ratio in ``ratio``
+    (10 tries, then the largest centred window within the ratio range)."""
+    area = w * h
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(log_lo, log_hi))
+        cw = int(round(math.sqrt(target * aspect)))
+        ch = int(round(math.sqrt(target / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            x = int(rng.integers(0, w - cw + 1))
+            y = int(rng.integers(0, h - ch + 1))
+            return x, y, cw, ch
+    in_ratio = w / h
+    if in_ratio < ratio[0]:
+        cw, ch = w, max(1, int(round(w / ratio[0])))
+    elif in_ratio > ratio[1]:
+        cw, ch = max(1, int(round(h * ratio[1]))), h
+    else:
+        cw, ch = w, h
+    return (w - cw) // 2, (h - ch) // 2, cw, ch
+
+
+def center_crop(w: int, h: int, fraction: float) -> tuple[int, int, int, int]:
+    """Centred square of side min(w, h) * fraction (then resized: 'shorter side + centre crop')."""
+    side = max(1, int(round(min(w, h) * fraction)))
+    return (w - side) // 2, (h - side) // 2, side, side
+
+
+def sample_rng(seed: int, epoch: int, sample: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, sample, 0xA06])
+
+
+def read_raw_batch(index: SampleIndex, files: ShardFiles, sample_ids: np.ndarray, batch_index: int, *,
+                   train: bool, seed: int, epoch: int, augment: AugmentConfig) -> RawBatch:
+    """Read the members of ``sample_ids``; skip (and count) samples without an image, with an
+    empty or undecodable caption, or whose bytes are not a JPEG."""
+    out = RawBatch(batch_index=batch_index)
+    for sid in sample_ids:
+        sid = int(sid)
+        shard = int(index.shard_of[sid])
+        if index.image_size[sid] < 0:
+            out.skipped[MISSING_IMAGE] += 1
+            continue
+        if index.caption_size[sid] <= 0:
+            out.skipped[MISSING_CAPTION] += 1
+            continue
+        try:
+            caption = files.read(shard, int(index.caption_offset[sid]), int(index.caption_size[sid])).decode("utf-8")
+        except UnicodeDecodeError:
+            caption = ""
+        if not caption.strip():
+            out.skipped[MISSING_CAPTION] += 1
+            continue
+        jpeg = files.read(shard, int(index.image_offset[sid]), int(index.image_size[sid]))
+        try:
+            w, h = jpeg_size(jpeg)
+        except CorruptImage:
+            out.skipped[CORRUPT_IMAGE] += 1
+            continue
+        if train:
+            rng = sample_rng(seed, epoch, sid)
+            crop = random_resized_crop(w, h, augment.crop_scale, augment.crop_ratio, rng)
+            flip = bool(augment.hflip_prob > 0 and rng.random() < augment.hflip_prob)
+        else:
+            crop, flip = center_crop(w, h, augment.eval_crop_fraction), False
+        out.samples.append(sid)
+        out.keys.append(index.keys[sid])
+        out.captions.append(caption)
+        out.shards.append(shard)
+        out.jpegs.append(jpeg)
+        out.crops.append(crop)
+        out.flips.append(flip)
+    return out
