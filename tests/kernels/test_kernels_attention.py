@@ -1,0 +1,121 @@
+"""Triton flash attention (interpreter mode on the CPU) against the PyTorch reference."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kernels.attention import attention_reference, fused_attention
+
+TOL = {torch.float32: dict(atol=1e-4, rtol=1e-5), torch.float16: dict(atol=2e-3, rtol=2e-3),
+       torch.bfloat16: dict(atol=2e-2, rtol=2e-2)}
+
+
+def _inputs(B, H, Sq, Sk, D, dtype, requires_grad=True):
+    q, k, v = (torch.randn(B, H, S, D).to(dtype) for S in (Sq, Sk, Sk))
+    for t in (q, k, v):
+        t.requires_grad_(requires_grad)
+    return q, k, v
+
+
+def _run(fn, q, k, v, mask, do, **kw):
+    for t in (q, k, v):
+        t.grad = None
+    out = fn(q, k, v, mask, **kw)
+    out.backward(do)
+    return out.detach(), [t.grad.detach().clone() for t in (q, k, v)]
+
+
+def _compare(q, k, v, mask, seed, **kw):
+    do = torch.randn(q.shape[:3] + (v.shape[-1],)).to(q.dtype)
+    out, grads = _run(lambda *a, **k_: fused_attention(*a, impl="triton", **k_), q, k, v, mask, do, **kw)
+    ref, ref_grads = _run(attention_reference, q, k, v, mask, do, **kw)
+    tol = TOL[q.dtype]
+    assert out.dtype == q.dtype
+    torch.testing.assert_close(out.float(), ref.float(), **tol, msg=lambda m: f"seed {seed}: out {m}")
+    for name, g, r in zip("qkv", grads, ref_grads):
+        assert torch.isfinite(g).all(), f"seed {seed}: d{name} not finite"
+        torch.testing.assert_close(g.float(), r.float(), **tol, msg=lambda m: f"seed {seed}: d{name} {m}")
+    return out, grads
+
+
+@pytest.mark.parametrize("B,H,Sq,Sk,D,dtype", [
+    (2, 2, 37, 37, 32, torch.float32),     # odd length, several tiles of 16
+    (2, 1, 28, 28, 64, torch.float32),     # text 11 + image 17
+    (1, 1, 11, 17, 128, torch.float32),    # cross attention, head dim 128
+    (2, 2, 37, 37, 32, torch.float16),
+    (1, 2, 21, 21, 64, torch.bfloat16),    # the interpreter's dot is upcast to fp32
+])
+def test_matches_reference_with_random_padding(B, H, Sq, Sk, D, dtype, seed):
+    q, k, v = _inputs(B, H, Sq, Sk, D, dtype)
+    mask = torch.rand(B, Sk) < 0.3
+    mask[:, 0] = False  # keep one key per row here; empty rows are tested below
+    _compare(q, k, v, mask, seed)
+
+
+def test_no_mask_and_custom_scale(seed):
+    q, k, v = _inputs(1, 2, 19, 23, 32, torch.float32)
+    _compare(q, k, v, None, seed, sm_scale=0.3)
+
+
+def test_noncontiguous_inputs(seed):
+    # [B, S, H, D] projections viewed as [B, H, S, D], as a model produces them
+    B, S, H, D = 2, 20, 2, 32
+    q, k, v = (torch.randn(B, S, H, D).transpose(1, 2).requires_grad_(True) for _ in range(3))
+    assert not q.is_contiguous()
+    mask = torch.rand(B, S) < 0.25
+    mask[:, -1] = False
+    _compare(q, k, v, mask, seed)
+
+
+def test_fully_padded_rows_give_zeros_and_no_nan(seed):
+    q, k, v = _inputs(3, 2, 18, 18, 32, torch.float32)
+    mask = torch.rand(3, 18) < 0.4
+    mask[0, 3] = False
+    mask[1] = True      # every key of element 1 is padding
+    mask[2, :] = False
+    out, (dq, dk, dv) = _compare(q, k, v, mask, seed)
+    assert torch.count_nonzero(out[1]) == 0
+    assert torch.count_nonzero(dq[1]) == 0 and torch.count_nonzero(dk[1]) == 0
+    assert torch.count_nonzero(dv[1]) == 0
+    # padding keys of the other elements get no gradient either
+    assert torch.count_nonzero(dk[0][:, mask[0]]) == 0 and torch.count_nonzero(dv[0][:, mask[0]]) == 0
+
+
+def test_single_valid_key_copies_its_value(seed):
+    q, k, v = _inputs(2, 2, 17, 33, 32, torch.float32)
+    mask = torch.ones(2, 33, dtype=torch.bool)
+    mask[0, 20] = False
+    mask[1, 32] = False  # the last key, alone in the last tile
+    out, (dq, _, _) = _compare(q, k, v, mask, seed)
+    torch.testing.assert_close(out[0], v[0, :, 20:21].detach().expand(-1, 17, -1))
+    torch.testing.assert_close(out[1], v[1, :, 32:33].detach().expand(-1, 17, -1))
+    # softmax over one key is constant: no gradient reaches q
+    assert dq.abs().max() < 1e-5
+
+
+def test_reference_agrees_with_torch_sdpa(seed):
+    q, k, v = _inputs(2, 2, 13, 13, 32, torch.float32, requires_grad=False)
+    mask = torch.rand(2, 13) < 0.3
+    mask[:, 5] = False
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=~mask[:, None, None, :])
+    torch.testing.assert_close(attention_reference(q, k, v, mask), expected, atol=1e-5, rtol=1e-5)
+    scale = 1 / math.sqrt(32)
+    assert torch.allclose(attention_reference(q, k, v, mask, scale), expected, atol=1e-5)
+
+
+def test_dispatch():
+    q = torch.randn(1, 1, 4, 16)
+    # auto on CPU tensors takes the reference: identical to it bit for bit
+    assert torch.equal(fused_attention(q, q, q, impl="auto"), attention_reference(q, q, q))
+    with pytest.raises(ValueError, match="impl"):
+        fused_attention(q, q, q, impl="cuda")
+    with pytest.raises(ValueError, match="bool"):
+        fused_attention(q, q, q, torch.zeros(1, 4, dtype=torch.int64))
+
+
+def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    q = torch.randn(1, 1, 4, 16)
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        fused_attention(q, q, q, impl="triton")
