@@ -25,7 +25,11 @@ def find_run_dir(checkpoint: Path) -> Path | None:
 
 
 def load_model(config: Any, checkpoint: Path, device: str = "cpu") -> Any:
-    """Build ``mamo.model.MAMO`` from a run config and load a safetensors state dict."""
+    """Build ``mamo.model.MAMO`` from a run config and load a safetensors state dict.
+
+    The concept-head size comes from ``meta.json`` beside the weights (written by the
+    trainer's export), else from the concept head's weight shape in the state dict.
+    """
     import torch
     from safetensors.torch import load_file
 
@@ -33,13 +37,16 @@ def load_model(config: Any, checkpoint: Path, device: str = "cpu") -> Any:
 
     weights = checkpoint / "model.safetensors" if checkpoint.is_dir() else checkpoint
     state = load_file(str(weights))
-    num_concepts = _num_concepts(state)
-    model = _build_model(MAMO, config, num_concepts)
+    meta_file = weights.parent / "meta.json"
+    num_concepts = None
+    if meta_file.is_file():
+        num_concepts = json.loads(meta_file.read_text()).get("num_concepts")
+    if num_concepts is None:
+        num_concepts = _num_concepts(state)
+    model = MAMO(config.model, config.loss, int(num_concepts or 0))
     missing, unexpected = model.load_state_dict(state, strict=False)
-    # Only non-persistent/derived buffers may be absent; real weights missing is an error.
-    real_missing = [k for k in missing if not k.endswith(("queue_ptr", "image_queue", "text_queue"))]
-    if real_missing:
-        raise RuntimeError(f"checkpoint {weights} lacks weights: {real_missing[:5]} ...")
+    if missing:
+        raise RuntimeError(f"checkpoint {weights} lacks {len(missing)} tensors, e.g. {missing[:5]}")
     if unexpected:
         print(f"[evaluate] ignoring {len(unexpected)} unexpected tensors in {weights}", flush=True)
     return model.to(torch.device(device)).eval()
@@ -50,17 +57,6 @@ def _num_concepts(state: dict[str, Any]) -> int | None:
         if "concept" in k and k.endswith("weight") and v.ndim == 2:
             return int(v.shape[0])
     return None
-
-
-def _build_model(cls: Any, config: Any, num_concepts: int | None) -> Any:
-    import inspect
-
-    params = inspect.signature(cls).parameters
-    kwargs = {}
-    for name in ("num_concepts", "concept_vocab_size"):
-        if name in params and num_concepts is not None:
-            kwargs[name] = num_concepts
-    return cls(config.model, config.loss, **kwargs)
 
 
 def evaluate(

@@ -24,9 +24,9 @@ import numpy as np  # noqa: E402
 
 SECTIONS: tuple[str, ...] = ("summary", "losses", "retrieval", "finegrained", "examples", "config")
 # Loss terms of the model contract (docs/ARCHITECTURE.md section 4), plotted in this order.
-LOSS_TERMS: tuple[str, ...] = ("loss", "itc", "itm", "mmm_implicit", "mmm_visual", "mmm_concept", "mmm_mlm")
+LOSS_TERMS: tuple[str, ...] = ("loss", "itc", "itm", "mmm", "mmm_implicit", "mmm_visual", "mmm_concept", "mmm_mlm")
 # Non-loss series that are worth a panel when present.
-AUX_TERMS: tuple[str, ...] = ("lr", "grad_norm", "temp", "samples_per_s", "step_time")
+AUX_TERMS: tuple[str, ...] = ("lr", "grad_norm", "temperature", "samples_per_s")
 
 
 @dataclass
