@@ -1,0 +1,258 @@
+"""The MAMO model: encoders, momentum teacher, heads, and the pre-training step's losses.
+
+One ``forward`` computes, for a batch:
+- the student on the unmasked pair (ITC features, ITM fusion on positives + hard negatives);
+- ONE teacher (momentum) pass on the unmasked pair, serving ITC's momentum features and the
+  MMM targets (top-K fusion layers, image-encoder patch features);
+- the student on the jointly masked pair (MMM predictions).
+
+Parameters: ``model.named_parameters()`` holds only trainable tensors. The momentum copy
+lives in ``model.momentum`` as buffers (in ``state_dict`` with the ITC queue, so a
+checkpoint resumes exactly; never in ``parameters()``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mamo.model.config import LossConfig, ModelConfig
+from mamo.model.fusion import FusionEncoder, FusionOutput
+from mamo.model.heads import ClassifierHead, RegressionHead
+from mamo.model.masking import apply_text_mask, block_mask, text_mask
+from mamo.model.momentum import copy_into, ema_update, frozen_copy
+from mamo.model.text import TextEncoder
+from mamo.model.vit import VisionTransformer
+from mamo.objectives import itc, itm, mmm
+
+
+class Encoders(nn.Module):
+    """What the momentum model copies: the three encoders and the ITC projections."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        impl, drop = cfg.attn_impl, cfg.dropout
+        self.vision = VisionTransformer(cfg.vision, impl, drop)
+        self.text = TextEncoder(cfg.text, impl, drop)
+        self.fusion = FusionEncoder(cfg.fusion, cfg.text.width, cfg.vision.width, impl, drop)
+        self.vision_proj = nn.Linear(cfg.vision.width, cfg.embed_dim)
+        self.text_proj = nn.Linear(cfg.text.width, cfg.embed_dim)
+
+    def image(self, image: torch.Tensor, patch_mask: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        embeds = self.vision(image, patch_mask)
+        return embeds, F.normalize(self.vision_proj(embeds[:, 0]), dim=-1)
+
+    def text_(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        embeds = self.text(input_ids, attention_mask)
+        return embeds, F.normalize(self.text_proj(embeds[:, 0]), dim=-1)
+
+
+def _seed_parts(seed: int) -> tuple[int, int, int]:
+    """Independent sub-seeds for the image mask, the text mask and ITM sampling."""
+    g = torch.Generator().manual_seed(int(seed) & 0xFFFF_FFFF_FFFF_FFFF)
+    a, b, c = torch.randint(0, 2**62, (3,), generator=g).tolist()
+    return a, b, c
+
+
+class MAMO(nn.Module):
+    def __init__(self, model_cfg: ModelConfig, loss_cfg: LossConfig, num_concepts: int = 0,
+                 load_pretrained: bool = True):
+        super().__init__()
+        model_cfg.validate()
+        loss_cfg.validate()
+        self.model_cfg, self.loss_cfg = model_cfg, loss_cfg
+        self.num_concepts = num_concepts
+        width = model_cfg.text.width
+        self.enc = Encoders(model_cfg)
+        self.temp = nn.Parameter(torch.tensor(float(loss_cfg.temp_init)))
+        self.itm_head = nn.Linear(width, 2)
+        lc = loss_cfg
+        # Heads exist only when their loss is on, so DDP never sees unused parameters.
+        self.implicit_head = RegressionHead(width, width) if lc.w_mmm > 0 else None
+        self.visual_head = (RegressionHead(width, model_cfg.vision.width)
+                            if lc.w_mmm > 0 and lc.lambda_v > 0 else None)
+        self.text_head = None
+        if lc.w_mmm > 0 and lc.lambda_t > 0 and lc.text_target != "none":
+            if lc.text_target == "concept":
+                if num_concepts <= 0:
+                    raise ValueError("loss_cfg.text_target='concept' needs num_concepts > 0 "
+                                     "(the concept vocabulary size)")
+                self.text_head = ClassifierHead(width, num_concepts)
+            else:
+                self.text_head = ClassifierHead(width, model_cfg.text.vocab_size)
+        self.apply(_init_weights)
+        if load_pretrained:
+            self._load_initial_weights()
+        self.momentum = frozen_copy(self.enc)
+        self.queue = itc.FeatureQueue(model_cfg.embed_dim, model_cfg.queue_size)
+
+    # ---------------------------------------------------------------- weights
+    def _load_initial_weights(self) -> None:
+        from mamo.model import loading
+
+        self.load_reports: dict[str, Any] = {}
+        if self.model_cfg.text_init:
+            self.load_reports["text"] = loading.load_bert(self, self.model_cfg.text_init)
+        if self.model_cfg.vision_init:
+            self.load_reports["vision"] = loading.load_vit(self, self.model_cfg.vision_init)
+
+    def sync_momentum(self) -> None:
+        """Copy the online weights into the momentum model (after loading weights)."""
+        copy_into(self.enc, self.momentum)
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """EMA ``teacher <- m*teacher + (1-m)*student``; call once per optimizer step."""
+        ema_update(self.enc, self.momentum, self.model_cfg.momentum)
+
+    def set_attn_impl(self, impl: str) -> None:
+        for m in self.modules():
+            if hasattr(m, "set_attn_impl") and m is not self:
+                m.set_attn_impl(impl)
+
+    @staticmethod
+    def no_weight_decay(name: str, param: torch.Tensor) -> bool:
+        """True for norms, biases, embeddings/tokens and the temperature (AdamW groups)."""
+        return (param.ndim < 2 or "norm" in name or "embed" in name or name.endswith("_token")
+                or name == "temp")
+
+    # ---------------------------------------------------------------- encoder-only API
+    def encode_image(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``image [B,3,H,W]`` -> ``(image_embeds [B,1+N,Dv], image_feat [B,E] L2-normed)``."""
+        return self.enc.image(image)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> ``(text_embeds [B,L,D], text_feat [B,E] L2-normed)``."""
+        return self.enc.text_(input_ids, attention_mask)
+
+    def fuse(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor,
+             attention_mask: torch.Tensor, return_attention: bool = False) -> FusionOutput:
+        """Fusion over ``[image; text]``; with ``return_attention`` the last layer's attention
+        probabilities (in the graph) come back in ``.attention``."""
+        return self.enc.fusion(image_embeds, text_embeds, attention_mask, return_attention)
+
+    def itm_logits(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor,
+                   attention_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, 2]`` (no match, match) logits."""
+        return self.itm_head(self.fuse(image_embeds, text_embeds, attention_mask).text_cls)
+
+    def itm_score(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor,
+                  attention_mask: torch.Tensor) -> torch.Tensor:
+        """``[B]`` log-odds that the pair matches (logit[match] - logit[no match])."""
+        logits = self.itm_logits(image_embeds, text_embeds, attention_mask)
+        return logits[:, 1] - logits[:, 0]
+
+    # ---------------------------------------------------------------- training step
+    def forward(self, batch: dict[str, Any], generator_seed: int | None = None) -> dict[str, torch.Tensor]:
+        lc = self.loss_cfg
+        image = batch["image"]
+        ids = batch["input_ids"]
+        am = batch["attention_mask"]
+        if generator_seed is None:
+            generator_seed = int(torch.randint(0, 2**62, (1,)).item())
+        seed_img, seed_txt, seed_itm = _seed_parts(generator_seed)
+
+        with torch.no_grad():
+            self.temp.clamp_(lc.temp_min, lc.temp_max)
+        out: dict[str, torch.Tensor] = {}
+        total = image.new_zeros((), dtype=torch.float32)
+
+        need_student = lc.w_itc > 0 or lc.w_itm > 0
+        need_teacher = lc.w_itc > 0 or lc.w_mmm > 0
+
+        # Teacher: one pass on the unmasked pair.
+        t_img = t_img_feat = t_txt_feat = t_fused = None
+        if need_teacher:
+            with torch.no_grad():
+                t_img, t_img_feat = self.momentum.image(image)
+                t_txt, t_txt_feat = self.momentum.text_(ids, am)
+                if lc.w_mmm > 0:
+                    t_fused = self.momentum.fusion(t_img, t_txt, am)
+
+        if need_student:
+            s_img, s_img_feat = self.encode_image(image)
+            s_txt, s_txt_feat = self.encode_text(ids, am)
+
+        if lc.w_itc > 0:
+            loss_itc, img_m_all, txt_m_all = itc.itc_loss(
+                s_img_feat, s_txt_feat, t_img_feat, t_txt_feat, self.queue, self.temp, lc.alpha)
+            out["itc"] = loss_itc.detach()
+            total = total + lc.w_itc * loss_itc
+
+        if lc.w_itm > 0 and ids.shape[0] >= 2:
+            with torch.no_grad():
+                sim = s_img_feat @ s_txt_feat.t() / self.temp
+                exclude = itm.duplicate_pairs(ids, image)
+                gen = torch.Generator().manual_seed(seed_itm)
+                neg_text, neg_image = itm.sample_hard_negatives(sim, exclude, gen)
+            loss_itm, acc = itm.itm_loss(self.itm_logits, s_img, s_txt, am, neg_text, neg_image)
+            out["itm"] = loss_itm.detach()
+            out["itm_acc"] = acc
+            total = total + lc.w_itm * loss_itm
+
+        if lc.w_mmm > 0:
+            loss_mmm = self._mmm(batch, image, ids, am, t_img, t_fused, seed_img, seed_txt, out)
+            out["mmm"] = loss_mmm.detach()
+            total = total + lc.w_mmm * loss_mmm
+
+        if self.training and lc.w_itc > 0:
+            self.queue.enqueue(img_m_all, txt_m_all)
+        out["loss"] = total
+        out["temp"] = self.temp.detach().clone()
+        return out
+
+    def _mmm(self, batch: dict[str, Any], image: torch.Tensor, ids: torch.Tensor,
+             am: torch.Tensor, t_img: torch.Tensor, t_fused: FusionOutput, seed_img: int,
+             seed_txt: int, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        lc = self.loss_cfg
+        ps = self.model_cfg.vision.patch_size
+        grid = (image.shape[-2] // ps, image.shape[-1] // ps)
+        patch_mask = block_mask(image.shape[0], grid, lc.image_mask_ratio,
+                                lc.image_mask_min_block, seed_img).to(image.device)
+        tmask = text_mask(ids, am, lc.text_mask_ratio, seed_txt)
+        masked_ids = apply_text_mask(ids, tmask)
+
+        s_img, _ = self.encode_image_masked(image, patch_mask)
+        s_txt, _ = self.encode_text(masked_ids, am)
+        fused = self.fuse(s_img, s_txt, am)
+        nv = fused.num_image_tokens
+        impl = lc.loss_impl
+
+        target = mmm.implicit_target(t_fused.layers, lc.implicit_top_k)
+        positions = mmm.position_mask(patch_mask, tmask)
+        loss_imp = mmm.implicit_loss(fused.hidden, target, positions, self.implicit_head,
+                                     lc.implicit_loss, lc.implicit_beta, impl)
+        out["mmm_implicit"] = loss_imp.detach()
+        loss = loss_imp
+        if self.visual_head is not None:
+            loss_v = mmm.visual_loss(fused.hidden[:, :nv], t_img, patch_mask, self.visual_head, impl)
+            out["mmm_visual"] = loss_v.detach()
+            loss = loss + lc.lambda_v * loss_v
+        if self.text_head is not None:
+            if lc.text_target == "concept":
+                labels, key = batch["concept_labels"], "mmm_concept"
+            else:
+                labels, key = ids, "mmm_mlm"
+            loss_t = mmm.text_class_loss(fused.hidden[:, nv:], labels, tmask, self.text_head, impl)
+            out[key] = loss_t.detach()
+            loss = loss + lc.lambda_t * loss_t
+        return loss
+
+    def encode_image_masked(self, image: torch.Tensor, patch_mask: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.enc.image(image, patch_mask)
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

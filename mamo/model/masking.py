@@ -1,0 +1,84 @@
+"""Joint masking for MMM: block-wise patch masks and token masks, deterministic under a seed.
+
+Both masks are drawn on the CPU from generators seeded by the caller, so a step seed fixes
+them on every device. Each image gets exactly ``round(ratio * N)`` masked patches (blocks
+first, BEiT-style, then single patches to reach the count), which keeps per-sample counts
+equal.
+"""
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+
+PAD_ID, CLS_ID, SEP_ID, MASK_ID = 0, 101, 102, 103
+SPECIAL_IDS = (PAD_ID, CLS_ID, SEP_ID)
+
+
+def _block_mask_one(gh: int, gw: int, num_masked: int, min_block: int, rng: random.Random,
+                    max_attempts: int = 50) -> list[bool]:
+    mask = [False] * (gh * gw)
+    count = 0
+    log_lo, log_hi = math.log(0.3), math.log(1 / 0.3)
+    min_block = min(min_block, num_masked) if num_masked > 0 else min_block
+    for _ in range(max_attempts):
+        remaining = num_masked - count
+        if remaining < min_block:
+            break
+        area = rng.uniform(min_block, remaining)
+        aspect = math.exp(rng.uniform(log_lo, log_hi))
+        bh = int(round(math.sqrt(area * aspect)))
+        bw = int(round(math.sqrt(area / aspect)))
+        if not (1 <= bh <= gh and 1 <= bw <= gw):
+            continue
+        top, left = rng.randint(0, gh - bh), rng.randint(0, gw - bw)
+        cells = [r * gw + c for r in range(top, top + bh) for c in range(left, left + bw)]
+        new = [i for i in cells if not mask[i]]
+        if 0 < len(new) <= remaining:
+            for i in new:
+                mask[i] = True
+            count += len(new)
+    if count < num_masked:  # top up with single patches so every image has the same count
+        free = [i for i, m in enumerate(mask) if not m]
+        for i in rng.sample(free, num_masked - count):
+            mask[i] = True
+    return mask
+
+
+def block_mask(batch: int, grid: tuple[int, int], ratio: float, min_block: int = 4,
+               seed: int = 0) -> torch.Tensor:
+    """Bool ``[batch, gh*gw]``, True = masked patch; exactly ``round(ratio*gh*gw)`` per row."""
+    gh, gw = grid
+    num_masked = int(round(ratio * gh * gw))
+    rng = random.Random(seed)
+    rows = [_block_mask_one(gh, gw, num_masked, min_block, rng) for _ in range(batch)]
+    return torch.tensor(rows, dtype=torch.bool)
+
+
+def maskable_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Real tokens that are not [CLS]/[SEP]/[PAD]."""
+    ok = attention_mask.bool()
+    for sid in SPECIAL_IDS:
+        ok &= input_ids != sid
+    return ok
+
+
+def text_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, ratio: float,
+              seed: int = 0) -> torch.Tensor:
+    """Bool ``[B, L]``: ``round(ratio * n)`` (at least 1 when ratio > 0) of each row's n
+    maskable tokens, chosen uniformly."""
+    eligible = maskable_tokens(input_ids, attention_mask).cpu()
+    n = eligible.sum(dim=1)
+    k = torch.round(n.float() * ratio).long()
+    if ratio > 0:
+        k = torch.where(n > 0, k.clamp(min=1), k)
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.rand(eligible.shape, generator=gen)
+    scores = scores.masked_fill(~eligible, 2.0)  # ineligible tokens sort last
+    rank = scores.argsort(dim=1).argsort(dim=1)
+    return ((rank < k[:, None]) & eligible).to(input_ids.device)
+
+
+def apply_text_mask(input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return input_ids.masked_fill(mask, MASK_ID)
