@@ -161,19 +161,23 @@ def quiet_env(root: Path) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- the demo
 
-def run_demo(cfg: DemoConfig) -> dict[str, Any]:
-    root = (REPO / cfg.out) if not Path(cfg.out).is_absolute() else Path(cfg.out)
+def demo_root(cfg: DemoConfig) -> Path:
+    return (REPO / cfg.out) if not Path(cfg.out).is_absolute() else Path(cfg.out)
+
+
+def prepare_data(cfg: DemoConfig, st: Stages | None = None) -> tuple[Path, Path]:
+    """Stages 1-4: the downloaded training version (with concepts) and the held-out version.
+    Returns ``(train_version_dir, eval_version_dir)``; reused by ``mamo.ablation``."""
+    root = demo_root(cfg)
     root.mkdir(parents=True, exist_ok=True)
     os.environ.update(quiet_env(root))
-    st = Stages(root, cfg.force)
+    st = st or Stages(root, cfg.force)
     d = cfg.data
     py = sys.executable
     source = root / "source"
     data_root = root / "data"
     train_version = data_root / "synthetic" / "train"
     eval_version = data_root / "synthetic" / "eval"
-    run_dir = root / cfg.run_name
-    t_start = time.time()
 
     # 1. source files to serve
     def do_source() -> None:
@@ -231,6 +235,16 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     st.run("concepts", {"version": str(train_version)},
            lambda: (train_version / "concepts" / "LATEST").is_file(), do_concepts)
+    return train_version, eval_version
+
+
+def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    root = demo_root(cfg)
+    t_start = time.time()
+    st = Stages(root, cfg.force)
+    train_version, eval_version = prepare_data(cfg, st)
+    py = sys.executable
+    run_dir = root / cfg.run_name
 
     # 5. train tiny on the CPU
     model_file = run_dir / "final" / "model.safetensors"

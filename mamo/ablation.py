@@ -1,0 +1,221 @@
+"""``python -m mamo.ablation``: does full MAMO beat its parts at the same training budget?
+
+Variants (configs/ablation.yaml, each a list of dotted overrides of the training config):
+
+  itc_itm      ITC + ITM only (no masked modelling)
+  itc_itm_mlm  ITC + ITM + token-level MLM (masked text only, WordPiece targets)
+  mamo         full MAMO: ITC + ITM + MMM (implicit + explicit visual + concept targets)
+
+Each variant is trained for the same number of steps over several seeds (``train.seed`` and
+``data.seed``), on the demo's data (prepared by the demo's stages if missing), then evaluated
+on the held-out version. The table gives mean ± sample standard deviation over seeds, and
+the min-max range. Finished runs and evaluations are reused, so an interrupted ablation
+continues where it stopped.
+
+    python -m mamo.ablation                        # configs/ablation.yaml
+    python -m mamo.ablation steps=50 seeds=[0,1]   # dotted overrides
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mamo.config import check, load_config, to_dict
+from mamo.demo import REPO, DemoConfig, _sub, prepare_data, quiet_env
+
+# The rows of the side-by-side table: (results path, label).
+ROWS: tuple[tuple[str, str], ...] = (
+    ("finegrained.itm.overall", "FG ITM overall"),
+    ("finegrained.itm.color", "FG ITM color"),
+    ("finegrained.itm.shape", "FG ITM shape"),
+    ("finegrained.itm.size", "FG ITM size"),
+    ("finegrained.itm.count", "FG ITM count"),
+    ("finegrained.itm.left_right", "FG ITM left/right"),
+    ("finegrained.itm.above_below", "FG ITM above/below"),
+    ("finegrained.itc.overall", "FG ITC overall"),
+    ("retrieval.itm_rerank.r_mean", "Ret ITM R@mean"),
+    ("retrieval.itm_rerank.tr@1", "Ret ITM TR@1"),
+    ("retrieval.itm_rerank.ir@1", "Ret ITM IR@1"),
+    ("retrieval.itc.r_mean", "Ret ITC R@mean"),
+)
+
+
+@dataclass
+class AblationEval:
+    k: int = 16
+    max_items: int = 500
+    seed: int = 0
+
+
+@dataclass
+class AblationConfig:
+    out: str = "runs/ablation"
+    train_config: str = "configs/tiny.yaml"
+    steps: int = 400
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    # overrides shared by every variant (e.g. batch size)
+    common: list[str] = field(default_factory=list)
+    variants: dict[str, list[str]] = field(default_factory=dict)
+    # the data: the demo's data stages with these settings (reused when already there)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    eval: AblationEval = field(default_factory=AblationEval)
+
+    def validate(self, prefix: str = "") -> None:
+        check(self.steps >= 1, "steps", "must be >= 1")
+        check(len(self.seeds) >= 1, "seeds", "needs at least one seed")
+        check(len(set(self.seeds)) == len(self.seeds), "seeds", "must be distinct")
+        for name, ov in self.variants.items():
+            check(isinstance(ov, list) and all(isinstance(o, str) and "=" in o for o in ov),
+                  f"variants.{name}", "must be a list of dotted.key=value strings")
+
+
+def _get(d: dict[str, Any], path: str) -> float | None:
+    # paths split on "." but metric names contain "@" only, so a plain split is safe
+    node: Any = d
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return float(node) if isinstance(node, (int, float)) else None
+
+
+def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{variant: {row_label: {mean, std, min, max, n}}}`` over seeds (std: sample, ddof=1)."""
+    import numpy as np
+
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for variant, runs in results.items():
+        out[variant] = {}
+        for path, label in ROWS:
+            vals = [v for v in (_get(r, path) for r in runs) if v is not None]
+            if not vals:
+                continue
+            a = np.asarray(vals, dtype=float)
+            out[variant][label] = {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
+                                   "min": float(a.min()), "max": float(a.max()), "n": float(a.size)}
+    return out
+
+
+def format_table(summary: dict[str, dict[str, dict[str, float]]], markdown: bool = False) -> str:
+    variants = list(summary)
+    labels = [label for _, label in ROWS if any(label in summary[v] for v in variants)]
+
+    def cell(v: str, label: str) -> str:
+        s = summary[v].get(label)
+        if not s:
+            return "-"
+        return f"{s['mean']:.1f} ± {s['std']:.1f} [{s['min']:.0f}-{s['max']:.0f}]"
+
+    if markdown:
+        lines = ["| metric (%) | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+        lines += [f"| {label} | " + " | ".join(cell(v, label) for v in variants) + " |" for label in labels]
+        return "\n".join(lines)
+    w = 26
+    lines = ["metric (%)".ljust(22) + "".join(v.rjust(w) for v in variants)]
+    lines += [label.ljust(22) + "".join(cell(v, label).rjust(w) for v in variants) for label in labels]
+    return "\n".join(lines)
+
+
+def plot_summary(summary: dict[str, dict[str, dict[str, float]]], out_png: Path) -> None:
+    """Bars with the seed spread (std) as error bars, and every seed as a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    variants = list(summary)
+    labels = [label for _, label in ROWS if all(label in summary[v] for v in variants)]
+    if not labels:
+        return
+    fig, ax = plt.subplots(figsize=(max(8, 1.0 * len(labels) * len(variants) / 2), 4))
+    width = 0.8 / len(variants)
+    x = np.arange(len(labels))
+    for i, v in enumerate(variants):
+        means = [summary[v][lab]["mean"] for lab in labels]
+        stds = [summary[v][lab]["std"] for lab in labels]
+        ax.bar(x + (i - (len(variants) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=v)
+    ax.axhline(50, color="gray", ls="--", lw=0.8)
+    ax.set_xticks(x, labels, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("%  (mean ± std over seeds)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+
+
+def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
+    from mamo.evaluate import evaluate
+
+    if not cfg.variants:
+        raise SystemExit("no variants configured (configs/ablation.yaml: variants)")
+    out = (REPO / cfg.out) if not Path(cfg.out).is_absolute() else Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print("=== data (the demo's stages 1-4, reused when done)", flush=True)
+    train_version, eval_version = prepare_data(cfg.demo)
+    env = quiet_env(out)
+    py = sys.executable
+    n_total = len(cfg.variants) * len(cfg.seeds)
+    done = 0
+    all_results: dict[str, list[dict[str, Any]]] = {}
+    t0 = time.time()
+    for variant, overrides in cfg.variants.items():
+        all_results[variant] = []
+        for seed in cfg.seeds:
+            done += 1
+            run_dir = out / f"{variant}_s{seed}"
+            args = [*cfg.common, *overrides, f"train.seed={seed}", f"data.seed={seed}",
+                    f"train.steps={cfg.steps}", f"data.version_dir={train_version}",
+                    f"data.eval_version_dir={eval_version}"]
+            stamp = run_dir / "ablation_args.json"
+            final = run_dir / "final" / "model.safetensors"
+            same = stamp.is_file() and json.loads(stamp.read_text()) == args
+            print(f"\n=== [{done}/{n_total}] {variant} seed {seed} ({time.time() - t0:.0f} s elapsed)", flush=True)
+            if not (same and final.is_file()):
+                if run_dir.exists():
+                    shutil.rmtree(run_dir)
+                _sub([py, "-m", "mamo.train", "--config", cfg.train_config, "--run-dir", str(run_dir),
+                      "--no-progress", *args], env=env)
+                stamp.write_text(json.dumps(args))
+            else:
+                print("trained already, reused", flush=True)
+            res_file = run_dir / "results.json"
+            if not (res_file.is_file() and res_file.stat().st_mtime >= final.stat().st_mtime):
+                evaluate(run_dir=run_dir, data=eval_version, k=cfg.eval.k, max_items=cfg.eval.max_items,
+                         fg_seed=cfg.eval.seed, n_examples=4)
+            res = json.loads(res_file.read_text())
+            all_results[variant].append(res)
+            fg = res.get("finegrained", {}).get("itm", {}).get("overall", float("nan"))
+            print(f"    FG ITM overall {fg:.1f}  retrieval ITM R@mean "
+                  f"{res['retrieval']['itm_rerank']['r_mean']:.1f}", flush=True)
+
+    summary = summarize(all_results)
+    table = format_table(summary)
+    (out / "summary.json").write_text(json.dumps({"config": to_dict(cfg), "summary": summary}, indent=2))
+    (out / "summary.md").write_text(format_table(summary, markdown=True) + "\n")
+    plot_summary(summary, out / "ablation.png")
+    print(f"\n=== ablation: {cfg.steps} steps x {len(cfg.seeds)} seeds per variant; "
+          f"mean ± std [min-max] over seeds\n{table}\n\nwritten: {out / 'summary.md'}, {out / 'ablation.png'}")
+    return {"summary": summary, "table": table, "out": str(out)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mamo.ablation", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(REPO / "configs" / "ablation.yaml"))
+    p.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. steps=50 seeds=[0,1]")
+    a = p.parse_args(argv)
+    run_ablation(load_config(AblationConfig, a.config, a.overrides))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
