@@ -172,4 +172,16 @@ def fused_linear_cross_entropy(
         raise ValueError(f"bias must be [V={weight.shape[0]}], got {tuple(bias.shape)}")
     if select_impl(impl, hidden, weight, bias, labels) == "torch":
         return linear_cross_entropy_reference(hidden, weight, bias, labels, ignore_index)
-    return _FusedLinearCrossEntropy.apply(hidden, weight, bias, labels, ignore_index, chunk_rows)
+    # One compute dtype for the chunk matmuls: autocast's if it is on (as F.linear would),
+    # else the promoted input dtype; the casts are differentiable, so grads come back in the
+    # inputs' own dtypes.
+    device_type = hidden.device.type
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+    else:
+        dtype = torch.promote_types(hidden.dtype, weight.dtype)
+    hidden, weight = hidden.to(dtype), weight.to(dtype)
+    bias = None if bias is None else bias.to(dtype)
+    with torch.autocast(device_type=device_type, enabled=False):
+        return _FusedLinearCrossEntropy.apply(hidden, weight, bias, labels, ignore_index,
+                                              chunk_rows)

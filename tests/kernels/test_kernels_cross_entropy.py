@@ -91,3 +91,17 @@ def test_auto_on_cpu_is_the_reference_and_shapes_are_checked():
                        linear_cross_entropy_reference(h, w, b, labels))
     with pytest.raises(ValueError, match="labels"):
         fused_linear_cross_entropy(h, w, b, labels[:3])
+
+
+def test_mixed_dtypes_under_autocast(seed):
+    # as in a model under autocast: bf16 activations, fp32 parameters
+    h = torch.randn(10, 16).bfloat16().requires_grad_(True)
+    w = torch.randn(23, 16, requires_grad=True)
+    b = torch.randn(23, requires_grad=True)
+    labels = torch.randint(0, 23, (10,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = fused_linear_cross_entropy(h, w, b, labels, impl="triton", chunk_rows=4)
+    loss.backward()
+    assert h.grad.dtype == torch.bfloat16 and w.grad.dtype == torch.float32
+    ref = linear_cross_entropy_reference(h.detach(), w.detach().bfloat16(), b.detach().bfloat16(), labels)
+    torch.testing.assert_close(loss.detach(), ref, atol=3e-2, rtol=3e-2, msg=lambda m: f"seed {seed}: {m}")
