@@ -1,0 +1,392 @@
+"""The download path: URL table -> img2dataset -> our dataset version layout.
+
+Three steps, each resumable, all state under ``<version_dir>/_work/`` (removed at the end):
+
+1. ``plan_download``: read the table, refuse bad rows before any network access (malformed
+   or non-http(s) URL, private address, missing/invalid/empty/too long caption, duplicate URL),
+   normalise captions, and split the rows to fetch into chunks ``_work/chunks_in/NNNNN.parquet``
+   (one chunk = one img2dataset shard = one of our shards). Reused on resume.
+2. ``download_chunks`` (all chunks, one img2dataset call) or ``download_chunk`` (one chunk, for
+   one Prefect task each): img2dataset with ``incremental_mode="incremental"``, so finished
+   shards are never downloaded again.
+3. ``finalize``: in chunk order, check every downloaded image decodes (RGB, re-encoded if
+   not), drop duplicates by the sha256 of the original bytes (first row wins), write our shard
+   + DALI index, and append the chunk's outcomes to ``_work/journal.jsonl``; on resume,
+   journaled chunks are skipped. Then ``failures.parquet`` and the manifest (written last).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from .accounting import Accounting
+from .captions import decode_caption, normalize_caption
+from .config import IngestConfig
+from .img2dataset_runner import img2dataset_params, run_img2dataset
+from .manifest import build_manifest, write_manifest
+from .safety import UrlRefused, check_url
+from .shards import ShardInfo, ShardWriter, sha256_file
+from .tables import input_files, read_url_table
+from .version import prepare_version_dir, sample_meta, version_dir
+
+WORK = "_work"
+
+
+class ChunkNotDownloaded(RuntimeError):
+    pass
+
+
+@dataclass
+class Plan:
+    n_input: int
+    n_chunks: int
+    table_sha256: str
+    fingerprint: str  # hash of everything that determines the plan
+
+
+def _table_sha256(path: str | Path, input_format: str) -> str:
+    h = hashlib.sha256()
+    for f, fmt in input_files(path, input_format):
+        h.update(f"{f.name}\0{fmt}\0".encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def _plan_fingerprint(cfg: IngestConfig, table_sha: str) -> str:
+    s, f = cfg.source, cfg.filters
+    key = {"table": table_sha, "url_col": s.url_col, "caption_col": s.caption_col,
+           "extra": s.extra_cols, "json": s.json_cols, "chunk": cfg.samples_per_shard,
+           "caps": [f.min_caption_chars, f.max_caption_chars], "dedup_urls": f.dedup_urls,
+           "allow_private": cfg.download.allow_private}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def work_dir(vdir: Path) -> Path:
+    return Path(vdir) / WORK
+
+
+def _outcome_rows(acc: Accounting) -> list[list[Any]]:
+    return [[o.row, o.status, o.reason, o.detail, o.url, o.caption]
+            for o in sorted(acc.outcomes.values(), key=lambda o: o.row)]
+
+
+def _safe_text(s: str) -> str:
+    return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def plan_download(cfg: IngestConfig) -> tuple[Path, Plan]:
+    """Step 1 (idempotent): returns the version dir and the plan."""
+    vdir = prepare_version_dir(cfg.out, cfg.dataset, cfg.version, cfg.overwrite,
+                               keep_partial=True)
+    wdir = work_dir(vdir)
+    table_sha = _table_sha256(cfg.source.path, cfg.source.input_format)
+    fp = _plan_fingerprint(cfg, table_sha)
+    plan_path = wdir / "plan.json"
+    if plan_path.is_file():
+        old = json.loads(plan_path.read_text())
+        if old.get("fingerprint") == fp:
+            return vdir, Plan(**old)
+        # a different table or settings under the same unfinished version: start it over
+        shutil.rmtree(wdir)
+        shutil.rmtree(vdir / "shards", ignore_errors=True)
+        (vdir / "shards").mkdir()
+    (wdir / "chunks_in").mkdir(parents=True, exist_ok=True)
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src, flt = cfg.source, cfg.filters
+    rows = read_url_table(src.path, src.input_format, src.url_col, src.caption_col,
+                          src.extra_cols)
+    acc = Accounting(n_input=len(rows))
+    seen_urls: set[str] = set()
+    fetch: list[dict[str, Any]] = []
+    for r in rows:
+        url_text = r.url if isinstance(r.url, str) else ("" if r.url is None else str(r.url))
+        if r.problem:
+            acc.record(r.row, "failed", r.problem, r.detail)
+            continue
+        try:
+            url = check_url(url_text, cfg.download.allow_private, cfg.download.resolve_hosts)
+        except UrlRefused as e:
+            acc.record(r.row, "failed", e.reason, str(e), url=_safe_text(url_text))
+            continue
+        raw, problem = decode_caption(r.caption)
+        if problem:
+            acc.record(r.row, "filtered", problem, url=url)
+            continue
+        caption = normalize_caption(raw)
+        if len(caption) < flt.min_caption_chars:
+            acc.record(r.row, "filtered", "empty_caption" if not caption else "caption_too_short",
+                       url=url, caption=caption)
+            continue
+        if len(caption) > flt.max_caption_chars:
+            acc.record(r.row, "filtered", "caption_too_long", f"{len(caption)} characters",
+                       url=url, caption=caption)
+            continue
+        extras = {}
+        bad_extra = ""
+        for c in src.extra_cols:
+            v = r.extras.get(c)
+            if c in src.json_cols and isinstance(v, str):
+                try:
+                    v = json.loads(v)
+                except json.JSONDecodeError as e:
+                    bad_extra = f"column {c!r}: invalid JSON: {e}"
+                    break
+            extras[c] = v
+        if bad_extra:
+            acc.record(r.row, "failed", "malformed_row", bad_extra, url=url, caption=caption)
+            continue
+        if flt.dedup_urls:
+            if url in seen_urls:
+                acc.record(r.row, "duplicate", "duplicate_url", url=url, caption=caption)
+                continue
+            seen_urls.add(url)
+        fetch.append({"row_id": r.row, "url": url, "caption": caption,
+                      "extras_json": json.dumps(extras, ensure_ascii=False, default=str)})
+
+    size = cfg.samples_per_shard
+    n_chunks = (len(fetch) + size - 1) // size
+    for i in range(n_chunks):
+        part = fetch[i * size:(i + 1) * size]
+        table = pa.table({k: [p[k] for p in part] for k in ("row_id", "url", "caption",
+                                                            "extras_json")})
+        tmp = wdir / "chunks_in" / f"{i:05d}.parquet.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, wdir / "chunks_in" / f"{i:05d}.parquet")
+    # rows refused before download are journaled as pseudo-chunk -1
+    with open(wdir / "prefilter.json", "w", encoding="utf-8") as f:
+        json.dump(_outcome_rows(acc), f)
+    plan = Plan(n_input=len(rows), n_chunks=n_chunks, table_sha256=table_sha, fingerprint=fp)
+    tmp = plan_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(plan)))
+    os.replace(tmp, plan_path)  # the plan exists only once the chunks are all written
+    return vdir, plan
+
+
+def _i2d_params(cfg: IngestConfig, url_list: Path, out: Path) -> dict[str, Any]:
+    d, f = cfg.download, cfg.filters
+    return img2dataset_params(url_list, out, d.image_size, d.resize_mode, d.encode_quality,
+                              d.processes, d.threads, d.retries, d.timeout, d.distributor,
+                              cfg.samples_per_shard, f.min_image_size, f.max_image_area,
+                              f.max_aspect_ratio, d.user_agent_token)
+
+
+def chunk_outputs(vdir: Path, chunk: int) -> tuple[Path, Path] | None:
+    """img2dataset's (tar, parquet) for a chunk, from either download layout, if finished."""
+    wdir = work_dir(vdir)
+    for base, shard in ((wdir / "dl" / "all", chunk), (wdir / "dl" / f"{chunk:05d}", 0)):
+        stats = base / f"{shard:05d}_stats.json"
+        tar, pq_ = base / f"{shard:05d}.tar", base / f"{shard:05d}.parquet"
+        if stats.is_file() and tar.is_file() and pq_.is_file():
+            return tar, pq_
+    return None
+
+
+def download_chunks(cfg: IngestConfig, vdir: Path, plan: Plan) -> None:
+    """Step 2, all chunks in one img2dataset call (its shard i is our chunk i)."""
+    if plan.n_chunks == 0 or all(chunk_outputs(vdir, i) for i in range(plan.n_chunks)):
+        return
+    wdir = work_dir(vdir)
+    run_img2dataset(_i2d_params(cfg, wdir / "chunks_in", wdir / "dl" / "all"))
+
+
+def download_chunk(cfg: IngestConfig, vdir: Path, chunk: int) -> None:
+    """Step 2 for one chunk (what one Prefect task does)."""
+    if chunk_outputs(vdir, chunk):
+        return
+    wdir = work_dir(vdir)
+    run_img2dataset(_i2d_params(cfg, wdir / "chunks_in" / f"{chunk:05d}.parquet",
+                                wdir / "dl" / f"{chunk:05d}"))
+
+
+def _download_reason(msg: str) -> str:
+    m = msg.lower()
+    if m.startswith("http error"):
+        return "http_error"
+    if "timed out" in m or "timeout" in m:
+        return "timeout"
+    if "refused" in m or "urlopen error" in m or "connection" in m:
+        return "connection_error"
+    return "download_error"
+
+
+RESIZE_FILTERS = {"image too small": "image_too_small", "image area too large": "image_too_large",
+                  "aspect ratio too large": "aspect_ratio_too_large"}
+
+
+def _check_image(data: bytes, quality: int) -> tuple[bytes, int, int]:
+    """Decode fully (catches truncation); re-encode as RGB JPEG unless it already is one."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        fmt = img.format
+        img.load()
+        if img.mode == "RGB" and fmt == "JPEG":
+            return data, img.width, img.height
+        rgb = img.convert("RGB")
+    buf = io.BytesIO()
+    rgb.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue(), rgb.width, rgb.height
+
+
+def _read_journal(path: Path) -> list[dict[str, Any]]:
+    out = []
+    if not path.is_file():
+        return out
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut by a kill: that chunk is redone
+    return out
+
+
+def _append_journal(path: Path, entry: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def finalize_chunk(cfg: IngestConfig, vdir: Path, chunk: int, shard_index: int,
+                   seen_hashes: set[str]) -> dict[str, Any]:
+    """Post-process one downloaded chunk into our shard ``shard_index`` (if any sample
+    survives); returns the journal entry. ``seen_hashes`` is updated."""
+    import pyarrow.parquet as pq
+
+    found = chunk_outputs(vdir, chunk)
+    if found is None:
+        raise ChunkNotDownloaded(f"chunk {chunk} of {vdir} has not finished downloading")
+    tar_path, pq_path = found
+    plan_rows = pq.read_table(work_dir(vdir) / "chunks_in" / f"{chunk:05d}.parquet").to_pylist()
+    info = {r["row_id"]: r for r in plan_rows}
+    status_rows = {int(r["row_id"]): r for r in pq.read_table(pq_path).to_pylist()
+                   if r.get("row_id") is not None}
+    images: dict[str, bytes] = {}
+    with tarfile.open(tar_path, "r:") as tf:
+        for m in tf:
+            if m.isreg() and m.name.endswith(".jpg"):
+                fobj = tf.extractfile(m)
+                images[m.name[:-4]] = fobj.read() if fobj else b""
+
+    acc = Accounting(n_input=0)
+    writer: ShardWriter | None = None
+    hashes: list[str] = []
+    for row_id in sorted(info):
+        r = info[row_id]
+        url, caption = r["url"], r["caption"]
+        st = status_rows.get(row_id)
+        if st is None:
+            acc.record(row_id, "failed", "missing_from_downloader", url=url, caption=caption)
+            continue
+        status, err = st.get("status"), st.get("error_message") or ""
+        if status == "failed_to_download":
+            acc.record(row_id, "failed", _download_reason(err), err, url=url, caption=caption)
+            continue
+        if status == "failed_to_resize":
+            if err in RESIZE_FILTERS:
+                acc.record(row_id, "filtered", RESIZE_FILTERS[err], err, url=url, caption=caption)
+            else:
+                acc.record(row_id, "failed", "decode_error", err, url=url, caption=caption)
+            continue
+        data = images.get(st.get("key") or "")
+        if status != "success" or data is None:
+            acc.record(row_id, "failed", "missing_from_downloader", f"status {status!r}",
+                       url=url, caption=caption)
+            continue
+        try:
+            jpg, w, h = _check_image(data, cfg.download.encode_quality)
+        except Exception as e:  # noqa: BLE001 - any decoder error means a bad image
+            acc.record(row_id, "failed", "decode_error", f"{type(e).__name__}: {e}", url=url,
+                       caption=caption)
+            continue
+        src_hash = st.get("sha256") or hashlib.sha256(data).hexdigest()
+        if cfg.filters.dedup_images and src_hash in seen_hashes:
+            acc.record(row_id, "duplicate", "duplicate_image", src_hash, url=url, caption=caption)
+            continue
+        seen_hashes.add(src_hash)
+        hashes.append(src_hash)
+        key = f"r{row_id:09d}"
+        extras = json.loads(r["extras_json"]) if r.get("extras_json") else {}
+        meta = sample_meta(key, jpg, caption, w, h, st.get("original_width") or w,
+                           st.get("original_height") or h, url=url, source_sha256=src_hash,
+                           row=row_id, **extras)
+        if writer is None:
+            writer = ShardWriter(vdir, shard_index)
+        writer.add(key, jpg, caption, meta)
+        acc.written(row_id)
+    shard: ShardInfo | None = writer.close() if writer is not None else None
+    return {"chunk": chunk, "shard": shard.as_dict() if shard else None,
+            "outcomes": _outcome_rows(acc), "hashes": hashes}
+
+
+def finalize(cfg: IngestConfig, vdir: Path, plan: Plan) -> dict[str, Any]:
+    """Step 3: post-process every chunk in order (resuming from the journal), then write
+    failures.parquet and the manifest, and remove ``_work``."""
+    wdir = work_dir(vdir)
+    journal_path = wdir / "journal.jsonl"
+    done = _read_journal(journal_path)
+    # keep only a consistent prefix: entry i must be chunk i and its shard must be on disk
+    valid: list[dict[str, Any]] = []
+    for i, e in enumerate(done):
+        sh = e.get("shard")
+        if e.get("chunk") != i or (sh and not (vdir / sh["tar"]).is_file()):
+            break
+        valid.append(e)
+    if len(valid) != len(done):
+        journal_path.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in valid),
+                                encoding="utf-8")
+    seen: set[str] = {h for e in valid for h in e["hashes"]}
+    n_shards = sum(1 for e in valid if e["shard"])
+    for chunk in tqdm(range(len(valid), plan.n_chunks), desc="post-process", unit="chunk",
+                      disable=not cfg.progress):
+        entry = finalize_chunk(cfg, vdir, chunk, n_shards, seen)
+        if entry["shard"]:
+            n_shards += 1
+        _append_journal(journal_path, entry)
+        valid.append(entry)
+
+    acc = Accounting(n_input=plan.n_input)
+    pre = json.loads((wdir / "prefilter.json").read_text(encoding="utf-8"))
+    for row, status, reason, detail, url, caption in pre + [o for e in valid
+                                                             for o in e["outcomes"]]:
+        acc.record(row, status, reason, detail, url, caption)
+    shards = [e["shard"] for e in valid if e["shard"]]
+    from .accounting import write_failures
+
+    acc.check_complete()
+    write_failures(vdir / "failures.parquet", acc.failures())
+    from mamo.config import to_dict
+
+    source = {"kind": "urls", "path": str(Path(cfg.source.path).resolve()),
+              "sha256": plan.table_sha256, "rows": plan.n_input,
+              "url_col": cfg.source.url_col, "caption_col": cfg.source.caption_col}
+    params = {"download": to_dict(cfg.download), "filters": to_dict(cfg.filters),
+              "samples_per_shard": cfg.samples_per_shard}
+    manifest = build_manifest(cfg.dataset, cfg.version, source, params, acc.counts(), shards,
+                              extra={"reasons": acc.reasons()})
+    write_manifest(vdir, manifest)
+    shutil.rmtree(wdir, ignore_errors=True)
+    return manifest
+
+
+def ingest_urls(cfg: IngestConfig) -> dict[str, Any]:
+    """The whole download path in one call; rerun after a crash to resume."""
+    vdir, plan = plan_download(cfg)
+    download_chunks(cfg, vdir, plan)
+    return finalize(cfg, vdir, plan)
+
+
+__all__ = ["plan_download", "download_chunks", "download_chunk", "finalize", "ingest_urls",
+           "chunk_outputs", "Plan", "ChunkNotDownloaded", "version_dir"]

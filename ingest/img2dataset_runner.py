@@ -1,0 +1,89 @@
+"""Runs ``img2dataset.download`` in its own process: ``python -m ingest.img2dataset_runner
+PARAMS.json``.
+
+Why a child process: img2dataset installs a SIGINT handler (only allowed in the main thread,
+which a Prefect task thread is not), spawns workers that re-import the caller's main module,
+and prints a lot. Isolated here, the caller's thread, signals and output stay its own, and a
+killed run leaves only img2dataset's own incremental state behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+DISTRIBUTOR_PACKAGES = {"multiprocessing": None, "pyspark": "pyspark", "ray": "ray"}
+
+
+class DistributorUnavailable(RuntimeError):
+    pass
+
+
+def check_distributor(name: str) -> None:
+    """img2dataset with ray missing silently does nothing (see STACK.md): refuse up front."""
+    pkg = DISTRIBUTOR_PACKAGES.get(name, "?")
+    if pkg == "?":
+        raise DistributorUnavailable(f"unknown distributor {name!r}; use one of "
+                                     f"{sorted(DISTRIBUTOR_PACKAGES)}")
+    if pkg is not None and find_spec(pkg) is None:
+        raise DistributorUnavailable(
+            f"download.distributor={name!r} needs the '{pkg}' package, which is not installed "
+            f"(pip install {pkg}); the default 'multiprocessing' needs nothing")
+
+
+def img2dataset_params(url_list: str | Path, output_folder: str | Path, image_size: int,
+                       resize_mode: str, encode_quality: int, processes: int, threads: int,
+                       retries: int, timeout: int, distributor: str, samples_per_shard: int,
+                       min_image_size: int, max_image_area: float, max_aspect_ratio: float,
+                       user_agent_token: str = "", extra_columns: list[str] | None = None
+                       ) -> dict[str, Any]:
+    """Keyword arguments of ``img2dataset.download`` for our layout (webdataset, parquet input
+    with url/caption columns, sha256 of the original bytes, incremental resume)."""
+    return dict(
+        url_list=str(url_list), output_folder=str(output_folder), image_size=image_size,
+        resize_mode=resize_mode, encode_quality=encode_quality, processes_count=processes,
+        thread_count=threads, retries=retries, timeout=timeout, distributor=distributor,
+        number_sample_per_shard=samples_per_shard, min_image_size=min_image_size,
+        max_image_area=max_image_area, max_aspect_ratio=max_aspect_ratio,
+        output_format="webdataset", input_format="parquet", url_col="url",
+        caption_col="caption", save_additional_columns=list(extra_columns or ["row_id"]),
+        compute_hash="sha256", incremental_mode="incremental", enable_wandb=False,
+        extract_exif=False, user_agent_token=user_agent_token or None,
+    )
+
+
+def run_img2dataset(params: dict[str, Any], log_path: str | Path | None = None) -> None:
+    """Run img2dataset in a child process; raises on a nonzero exit (log in ``log_path``)."""
+    check_distributor(params.get("distributor", "multiprocessing"))
+    out = Path(params["output_folder"])
+    out.mkdir(parents=True, exist_ok=True)
+    pfile = out.parent / f"{out.name}.params.json"
+    pfile.write_text(json.dumps(params))
+    log_path = Path(log_path) if log_path else out.parent / f"{out.name}.log"
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
+    with open(log_path, "ab") as log:
+        proc = subprocess.run([sys.executable, "-m", "ingest.img2dataset_runner", str(pfile)],
+                              stdout=log, stderr=subprocess.STDOUT, env=env,
+                              cwd=str(Path(__file__).resolve().parent.parent))
+    if proc.returncode != 0:
+        tail = Path(log_path).read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"img2dataset exited with {proc.returncode}; log {log_path}:\n{tail}")
+
+
+def main(argv: list[str]) -> int:
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    params = json.loads(Path(argv[0]).read_text())
+    if params.get("max_image_area") is None:
+        params["max_image_area"] = float("inf")
+    from img2dataset import download
+
+    download(**params)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
