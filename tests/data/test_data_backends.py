@@ -6,11 +6,10 @@ from conftest import tiny_cfg
 from mamo.data import build_loader
 from mamo.data.loader import resolve_backend
 
-# Normalised units: one 8-bit level is 1 / 255 / 0.225 ~ 0.0174. Measured: eval differs by at
-# most 1 level (mean 0.08); train's region-of-interest decode differs at a few crop-edge
-# pixels (max ~16 levels, mean 0.15).
+# Normalised units: one 8-bit level is 1 / 255 / 0.225 ~ 0.0174. Measured at 24-96 px: mean
+# |difference| 0.08-0.22 levels, 99.9th percentile 1-10 levels, a few pixels at sharp edges
+# up to ~17 levels at this size (the two resize filters place samples slightly differently).
 LEVEL = 1 / 255 / 0.225
-TOL = {"eval": (0.5 * LEVEL, 3 * LEVEL), "train": (0.5 * LEVEL, 25 * LEVEL)}
 
 
 @pytest.mark.parametrize("split", ["eval", "train"])
@@ -25,8 +24,9 @@ def test_dali_and_fallback_agree(clean_version, split):
             assert torch.equal(a[k], b[k])
         assert a["image"].shape == b["image"].shape and a["image"].dtype == b["image"].dtype
         diff = (a["image"] - b["image"]).abs()
-        mean_tol, max_tol = TOL[split]
-        assert diff.mean() < mean_tol and diff.max() < max_tol, (diff.mean() / LEVEL, diff.max() / LEVEL)
+        assert diff.mean() < 0.5 * LEVEL, diff.mean() / LEVEL
+        assert diff.flatten().quantile(0.999) < 12 * LEVEL, diff.flatten().quantile(0.999) / LEVEL
+        assert diff.max() < 40 * LEVEL, diff.max() / LEVEL
 
 
 def test_auto_backend_prefers_dali_when_importable():
