@@ -142,6 +142,12 @@ def commit_step(plan: BuildPlan, staging: str | Path, vocab_id: str) -> Path:
     return final
 
 
+def discard_staging(staging: str | Path) -> None:
+    """Remove a staging directory left by a failed build (no-op after a commit)."""
+    if Path(staging).exists():
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 @dataclass
 class BuildResult:
     vocab_id: str
@@ -169,8 +175,7 @@ def build_concepts(version_dir: str | Path, cfg: ConceptsConfig | None = None,
             annotate_step(plan, stem, staging, ids, vocab_id)
         final = commit_step(plan, staging, vocab_id)
     finally:
-        if Path(staging).exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        discard_staging(staging)
     return BuildResult(vocab_id, final, len(ids), rebuilt=True)
 
 

@@ -1,0 +1,99 @@
+"""Prefect flows of the concepts stage; every step is a function of ``concepts.build``.
+
+``concepts_flow``: extract each shard as a parallel task on a Dask cluster, build the
+vocabulary, annotate each shard (parallel again), commit the version and point LATEST at it.
+``rebuild_concepts_flow``: the same, unless the LATEST vocabulary was built from the same
+data (manifest sha256) with the same settings, in which case it does nothing.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect_dask import DaskTaskRunner
+
+from concepts import build as steps
+from concepts.config import ConceptsConfig, DaskConfig
+from mamo.config import load_config
+
+
+def load_concepts_config(config_path: str | None = None,
+                         overrides: list[str] | None = None) -> ConceptsConfig:
+    cfg = load_config(ConceptsConfig, config_path, overrides or [])
+    cfg.show_progress = False  # Prefect logs task states; bars would interleave
+    return cfg
+
+
+def dask_task_runner(d: DaskConfig) -> DaskTaskRunner:
+    """A runner on an existing scheduler (``dask.address``) or on a local cluster per run."""
+    if d.address:
+        return DaskTaskRunner(address=d.address)
+    return DaskTaskRunner(cluster_kwargs={
+        "n_workers": d.n_workers, "threads_per_worker": d.threads_per_worker,
+        "processes": d.processes, "dashboard_address": None})
+
+
+@task(name="concepts-extract-shard", retries=1)
+def extract_shard_task(plan: steps.BuildPlan, stem: str, tar: str,
+                       cfg: ConceptsConfig) -> dict[str, Any]:
+    return steps.extract_step(plan, stem, tar, cfg)
+
+
+@task(name="concepts-build-vocab")
+def vocab_task(plan: steps.BuildPlan, cfg: ConceptsConfig) -> tuple[str, str, dict[str, int]]:
+    vocab_id, staging, ids = steps.vocab_step(plan, cfg)
+    return vocab_id, str(staging), ids
+
+
+@task(name="concepts-annotate-shard", retries=1)
+def annotate_shard_task(plan: steps.BuildPlan, stem: str, staging: str,
+                        concept_to_id: dict[str, int], vocab_id: str) -> dict[str, int]:
+    return steps.annotate_step(plan, stem, staging, concept_to_id, vocab_id)
+
+
+@task(name="concepts-commit")
+def commit_task(plan: steps.BuildPlan, staging: str, vocab_id: str) -> str:
+    return str(steps.commit_step(plan, staging, vocab_id))
+
+
+@flow(name="concepts-build")
+def _build_version(version_dir: str, cfg: ConceptsConfig) -> dict[str, Any]:
+    plan = steps.plan_build(version_dir, cfg)
+    extracted = [extract_shard_task.submit(plan, stem, tar, cfg) for stem, tar in plan.shards]
+    stats = [f.result() for f in extracted]  # raises if a shard failed twice
+    vocab_id, staging, ids = vocab_task(plan, cfg)
+    try:
+        annotated = [annotate_shard_task.submit(plan, stem, staging, ids, vocab_id)
+                     for stem, _ in plan.shards]
+        for f in annotated:
+            f.result()
+        path = commit_task(plan, staging, vocab_id)
+    finally:
+        steps.discard_staging(staging)
+    return {"vocab_id": vocab_id, "path": path, "num_concepts": len(ids), "rebuilt": True,
+            "shards": len(plan.shards), "cached_shards": sum(bool(s.get("cached")) for s in stats)}
+
+
+def _run_build(version_dir: str, cfg: ConceptsConfig) -> dict[str, Any]:
+    runner = dask_task_runner(cfg.dask)
+    return _build_version.with_options(task_runner=runner)(str(Path(version_dir).resolve()), cfg)
+
+
+@flow(name="concepts")
+def concepts_flow(version_dir: str, config_path: str | None = None,
+                  overrides: list[str] | None = None) -> dict[str, Any]:
+    """Build (always) a concept vocabulary version of ``version_dir`` and annotate its shards."""
+    return _run_build(version_dir, load_concepts_config(config_path, overrides))
+
+
+@flow(name="rebuild-concepts")
+def rebuild_concepts_flow(version_dir: str, config_path: str | None = None,
+                          overrides: list[str] | None = None) -> dict[str, Any]:
+    """No-op when LATEST matches the data and settings; else a new version (old ones kept)."""
+    cfg = load_concepts_config(config_path, overrides)
+    current = steps.up_to_date(version_dir, cfg)
+    if current is not None:
+        return {"vocab_id": current, "path": str(steps.concepts_root(version_dir) / current),
+                "rebuilt": False}
+    return _run_build(version_dir, cfg)
