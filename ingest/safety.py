@@ -49,7 +49,7 @@ def check_url(url: str, allow_private: bool = False, resolve: bool = True) -> st
     except ValueError as e:
         raise UrlRefused("malformed_url", str(e)) from e
     if parts.scheme.lower() not in ALLOWED_SCHEMES:
-        if not parts.scheme or not parts.netloc:
+        if not parts.scheme:
             raise UrlRefused("malformed_url", f"not an absolute URL: {url[:200]!r}")
         raise UrlRefused("unsupported_scheme", f"scheme {parts.scheme!r} is not http/https")
     host = parts.hostname

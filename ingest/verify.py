@@ -1,0 +1,149 @@
+"""``verify_version(dir)``: is a dataset version intact?
+
+Checks: the manifest validates and its counts add up; every shard's tar exists, has the
+recorded size and sha256, reads to the end as a tar, holds exactly ``samples`` samples each
+with ``.jpg``/``.txt``/``.json`` and a valid key; KEY.json agrees with KEY.txt and the JPEG's
+sha256; the DALI index matches the tar; failures.parquet has one row per non-written row.
+With ``deep=True`` every JPEG is decoded too.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .manifest import ManifestError, load_manifest
+from .shards import KEY_RE, sha256_file
+
+
+@dataclass
+class VerifyReport:
+    version_dir: str
+    problems: list[str] = field(default_factory=list)
+    shards_checked: int = 0
+    samples_checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> dict[str, Any]:
+        return {"version_dir": self.version_dir, "ok": self.ok, "problems": len(self.problems),
+                "shards": self.shards_checked, "samples": self.samples_checked}
+
+
+def _check_index(idx_path: Path, tar_path: Path) -> str:
+    """'' if the index equals the one computed from the tar, else the problem."""
+    from .shards import write_index
+
+    tmp = idx_path.with_name(idx_path.name + ".verify.tmp")
+    try:
+        write_index(tar_path, tmp)
+        same = tmp.read_bytes() == idx_path.read_bytes()
+    finally:
+        tmp.unlink(missing_ok=True)
+    return "" if same else "index does not match the tar"
+
+
+def _check_shard(vdir: Path, shard: dict[str, Any], deep: bool, report: VerifyReport,
+                 keys: set[str]) -> None:
+    tar_path, idx_path = vdir / shard["tar"], vdir / shard["index"]
+    name = shard["tar"]
+    if not tar_path.is_file():
+        report.problems.append(f"{name}: missing")
+        return
+    size = tar_path.stat().st_size
+    if size != shard["bytes"]:
+        report.problems.append(f"{name}: size {size} != manifest {shard['bytes']} (truncated?)")
+    if sha256_file(tar_path) != shard["sha256"]:
+        report.problems.append(f"{name}: sha256 mismatch")
+    samples: dict[str, dict[str, bytes]] = {}
+    try:
+        with tarfile.open(tar_path, "r:") as tf:
+            for m in tf:
+                if not m.isreg():
+                    report.problems.append(f"{name}: member {m.name!r} is not a regular file")
+                    continue
+                key, _, ext = m.name.partition(".")
+                if not KEY_RE.match(key) or ext not in ("jpg", "txt", "json"):
+                    report.problems.append(f"{name}: unexpected member name {m.name!r}")
+                    continue
+                f = tf.extractfile(m)
+                data = f.read() if f else b""
+                if len(data) != m.size:
+                    raise tarfile.ReadError(f"member {m.name} truncated")
+                samples.setdefault(key, {})[ext] = data
+    except (tarfile.TarError, EOFError, OSError) as e:
+        report.problems.append(f"{name}: unreadable tar ({type(e).__name__}: {e})")
+        return
+    if len(samples) != shard["samples"]:
+        report.problems.append(f"{name}: {len(samples)} samples != manifest {shard['samples']}")
+    for key, parts in samples.items():
+        report.samples_checked += 1
+        if key in keys:
+            report.problems.append(f"{name}: key {key} appears in more than one place")
+        keys.add(key)
+        if set(parts) != {"jpg", "txt", "json"}:
+            report.problems.append(f"{name}: {key} has members {sorted(parts)}")
+            continue
+        try:
+            meta = json.loads(parts["json"])
+            caption = parts["txt"].decode("utf-8")
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            report.problems.append(f"{name}: {key}: bad txt/json ({e})")
+            continue
+        if not caption.strip() or meta.get("caption") != caption or meta.get("key") != key:
+            report.problems.append(f"{name}: {key}: caption/key disagree between txt and json")
+        if meta.get("sha256") != hashlib.sha256(parts["jpg"]).hexdigest():
+            report.problems.append(f"{name}: {key}: image sha256 differs from KEY.json")
+        if deep:
+            from PIL import Image
+
+            try:
+                with Image.open(io.BytesIO(parts["jpg"])) as im:
+                    im.load()
+                    if im.mode != "RGB" or im.format != "JPEG":
+                        report.problems.append(f"{name}: {key}: not an RGB JPEG ({im.format} "
+                                               f"{im.mode})")
+            except Exception as e:  # noqa: BLE001
+                report.problems.append(f"{name}: {key}: image does not decode ({e})")
+    if not idx_path.is_file():
+        report.problems.append(f"{shard['index']}: missing")
+    else:
+        problem = _check_index(idx_path, tar_path)
+        if problem:
+            report.problems.append(f"{shard['index']}: {problem}")
+    report.shards_checked += 1
+
+
+def verify_version(version_dir: str | Path, deep: bool = True) -> VerifyReport:
+    vdir = Path(version_dir)
+    report = VerifyReport(str(vdir))
+    try:
+        m = load_manifest(vdir)
+    except ManifestError as e:
+        report.problems.append(str(e))
+        return report
+    keys: set[str] = set()
+    for shard in m["shards"]:
+        _check_shard(vdir, shard, deep, report, keys)
+    fpath = vdir / "failures.parquet"
+    if not fpath.is_file():
+        report.problems.append("failures.parquet: missing")
+    else:
+        try:
+            import pyarrow.parquet as pq
+
+            n = pq.read_metadata(fpath).num_rows
+            c = m["counts"]
+            expect = c["failed"] + c["filtered"] + c["duplicate"]
+            if n != expect:
+                report.problems.append(f"failures.parquet: {n} rows != failed+filtered+duplicate "
+                                       f"({expect})")
+        except Exception as e:  # noqa: BLE001
+            report.problems.append(f"failures.parquet: unreadable ({e})")
+    return report
