@@ -37,10 +37,12 @@ def decode_pil(jpeg: bytes, crop: tuple[int, int, int, int], flip: bool, size: i
 
 def normalize(images_nhwc: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 [N, H, W, 3] -> float32 [N, 3, H, W], (x / 255 - mean) / std."""
-    x = images_nhwc.permute(0, 3, 1, 2).to(torch.float32)
+    n, h, w, _ = images_nhwc.shape
+    out = torch.empty((n, 3, h, w), dtype=torch.float32)  # contiguous NCHW, like DALI's output
+    out.copy_(images_nhwc.permute(0, 3, 1, 2))
     m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
     s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-    return (x - m) / s
+    return out.sub_(m).div_(s)
 
 
 def decode_batch_pil(raw: RawBatch, size: int, mean, std) -> torch.Tensor:
