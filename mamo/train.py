@@ -19,7 +19,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m mamo.train",
         description="Pre-train MAMO (ITC + ITM + masked multimodal modeling) on a dataset version "
         "with its concept annotations. Settings: mamo/trainer/config.py (defaults) <- --config YAML "
-        "<- dotted overrides such as optim.lr=3e-4 train.steps=100.",
+        "<- dotted overrides such as optim.lr=3.0e-4 train.steps=100.",
     )
     ap.add_argument("--config", help="YAML file (e.g. configs/tiny.yaml); defaults apply without one")
     ap.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="config overrides, applied last")
@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(e)
     try:
         return train(prepared, progress=not args.no_progress)
+    except StartError as e:  # model/checkpoint set-up failed before anything was written
+        return fail(e)
     except TrainingAborted as e:
         if rank == 0:
             print(f"error: {e}", file=sys.stderr, flush=True)

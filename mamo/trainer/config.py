@@ -58,6 +58,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model's forward
     max_nonfinite: int = 5  # abort after this many non-finite steps in a row
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # torch intra-op CPU threads; 0 = torch's default. On a shared CPU box 1 is often much
+    # faster (OpenMP threads spin when cores are oversubscribed).
+    num_threads: int = 0
     ddp_find_unused: bool | None = None  # None: on when some loss weight is 0 (unused heads)
     tensorboard: bool = False  # also write TensorBoard events (needs `tensorboard` installed)
     init_from: str | None = None  # a checkpoint dir to start the weights from (same model + vocab)
@@ -70,6 +73,7 @@ class TrainConfig:
         check(self.ckpt_every >= 0, _join(prefix, "ckpt_every"), f"must be >= 0, got {self.ckpt_every}")
         check(self.keep_last >= 1, _join(prefix, "keep_last"), f"must be >= 1, got {self.keep_last}")
         check(self.seed >= 0, _join(prefix, "seed"), f"must be >= 0, got {self.seed}")
+        check(self.num_threads >= 0, _join(prefix, "num_threads"), f"must be >= 0, got {self.num_threads}")
         check(self.max_nonfinite >= 1, _join(prefix, "max_nonfinite"), f"must be >= 1, got {self.max_nonfinite}")
 
 

@@ -110,20 +110,18 @@ def temperature_of(model: nn.Module) -> float | None:
 
 
 class BatchStream:
-    """Batches across epoch boundaries; its position is (epoch, the loader's own state)."""
+    """Batches across epoch boundaries. The loader advances its own epoch when an iteration
+    ends, and its ``state_dict`` (epoch, batch) is the whole position of the stream."""
 
-    def __init__(self, cfg: RunConfig, info: DistInfo, epoch: int = 0, loader_state: Any = None, loader=None):
-        self.cfg, self.info = cfg, info
-        self.epoch = epoch
-        self.loader = loader if loader is not None else self._build(epoch)
+    def __init__(self, loader, loader_state: Any = None):
+        self.loader = loader
         if loader_state is not None:
             self.loader.load_state_dict(loader_state)
         self._it: Iterator | None = None
 
-    def _build(self, epoch: int):
-        from mamo.data import build_loader
-
-        return build_loader(self.cfg.data, split="train", rank=self.info.rank, world_size=self.info.world_size, epoch=epoch)
+    @property
+    def epoch(self) -> int:
+        return int(self.loader.epoch)
 
     def next(self) -> dict[str, Any]:
         for _ in range(2):  # at most one epoch change per call
@@ -132,13 +130,11 @@ class BatchStream:
             try:
                 return next(self._it)
             except StopIteration:
-                self.epoch += 1
-                self.loader = self._build(self.epoch)
                 self._it = None
         raise RuntimeError("the loader yields no batch in a whole epoch (data.batch_size larger than the data?)")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "loader": self.loader.state_dict()}
+        return self.loader.state_dict()
 
 
 def batches_per_epoch(loader) -> int:
@@ -205,7 +201,12 @@ def prepare(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Prepared:
                 f"checkpoint {state.resume_from} was written by {saved_ws} processes; resume with the "
                 f"same number (now {world_size}) so the data order continues exactly"
             )
-        notes.append(f"resuming from {state.resume_from}")
+        try:
+            resume_state = torch.load(state.resume_from / ckpt.STATE, map_location="cpu", weights_only=True)
+            loader.load_state_dict(resume_state["data_by_rank"][rank])
+        except Exception as e:  # corrupt state.pt, or a position from other data/batch size
+            raise StartError(f"checkpoint {state.resume_from}: cannot continue from it: {' '.join(str(e).split())}") from e
+        notes.append(f"resuming from {state.resume_from} (step {resume_state['step']}, epoch {loader.epoch})")
     if cfg.train.init_from:
         check_checkpoint(Path(cfg.train.init_from), expected_meta)
     config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
@@ -249,27 +250,31 @@ def train(p: Prepared, progress: bool = True) -> int:
 def _train(p: Prepared, info: DistInfo, progress: bool) -> int:
     cfg, tc = p.cfg, p.cfg.train
     device = info.device
+    if tc.num_threads:
+        torch.set_num_threads(tc.num_threads)
     seed_everything(tc.seed)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    model = build_model(cfg, p.expected_meta["num_concepts"]).to(device)
-    if cfg.train.init_from and p.resume_from is None:
-        ckpt.load_weights(model, cfg.train.init_from)
-    optimizer = build_optimizer(model, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, p.total_steps)
-
-    start_step, epoch, loader_state = 0, 0, None
-    if p.resume_from is not None:
-        loaded = ckpt.load_checkpoint(p.resume_from, model, p.expected_meta)
-        st = loaded.state
-        optimizer.load_state_dict(st["optimizer"])
-        scheduler.load_state_dict(st["scheduler"])
-        ckpt.set_rng_state(st["rng_by_rank"][info.rank])
-        start_step = loaded.step
-        epoch = int(st["data_by_rank"][info.rank]["epoch"])
-        loader_state = st["data_by_rank"][info.rank]["loader"]
+    try:
+        model = build_model(cfg, p.expected_meta["num_concepts"]).to(device)
+        if cfg.train.init_from and p.resume_from is None:
+            ckpt.load_weights(model, cfg.train.init_from)
+            model.sync_momentum()  # the teacher starts from the loaded weights
+        optimizer = build_optimizer(model, cfg.optim)
+        scheduler = build_scheduler(optimizer, cfg.optim, p.total_steps)
+        start_step = 0
+        if p.resume_from is not None:
+            loaded = ckpt.load_checkpoint(p.resume_from, model, p.expected_meta)
+            st = loaded.state
+            optimizer.load_state_dict(st["optimizer"])
+            scheduler.load_state_dict(st["scheduler"])
+            ckpt.set_rng_state(st["rng_by_rank"][info.rank])
+            start_step = loaded.step
+    except (ckpt.CheckpointError, ValueError, KeyError, RuntimeError, OSError) as e:
+        # Still nothing written: report it like any other failed start.
+        raise StartError(f"cannot set up the model/optimizer: {' '.join(str(e).split())}") from e
 
     # From here on the run dir is ours to write (every check has passed).
     if info.is_main:
@@ -281,9 +286,7 @@ def _train(p: Prepared, info: DistInfo, progress: bool) -> int:
     ddp_model = wrap_ddp(model, info, _find_unused(cfg))
     fwd_model = torch.compile(ddp_model) if tc.compile else ddp_model
     amp_dtype = autocast_dtype(tc.precision, device)
-    stream = BatchStream(cfg, info, epoch, loader_state, loader=p.loader if (epoch == 0 and loader_state is None) else None)
-    if p.loader is not None and stream.loader is not p.loader:
-        p.loader = None  # not needed: a resume builds its own
+    stream = BatchStream(p.loader)  # already positioned by prepare() when resuming
 
     params = [q for q in model.parameters() if q.requires_grad]
     samples_per_step = cfg.data.batch_size * tc.grad_accum * info.world_size
@@ -292,7 +295,7 @@ def _train(p: Prepared, info: DistInfo, progress: bool) -> int:
                unit="step", dynamic_ncols=True, file=sys.stderr)
     for note in p.notes:
         if info.is_main:
-            bar.write(note)
+            tqdm.write(note, file=sys.stderr)
 
     step = start_step
     ema_sps = None
@@ -339,10 +342,11 @@ def _train(p: Prepared, info: DistInfo, progress: bool) -> int:
         terms = all_reduce_mean(terms, info)
         sps = samples_per_step / max(step_time, 1e-9)
         ema_sps = sps if ema_sps is None else 0.9 * ema_sps + 0.1 * sps
+        temp = terms.pop("temp", None)  # the model reports its ITC temperature as "temp"
         record = {
             **terms,
             "lr": lr,
-            "temperature": temperature_of(model),
+            "temperature": temp if temp is not None else temperature_of(model),
             "grad_norm": grad_norm,
             "samples_per_s": sps,
             "data_wait_share": data_wait / max(step_time, 1e-9),

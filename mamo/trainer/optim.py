@@ -31,7 +31,12 @@ def is_no_decay(name: str, param: torch.Tensor, owner: nn.Module | None = None) 
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Split the trainable parameters into a decayed and a non-decayed group (with names)."""
+    """Split the trainable parameters into a decayed and a non-decayed group (with names).
+
+    A model that defines ``no_weight_decay(name, param)`` decides for itself (MAMO does);
+    otherwise ``is_no_decay`` applies.
+    """
+    rule = getattr(model, "no_weight_decay", None)
     owners = {}
     for mname, module in model.named_modules():
         for pname, _ in module.named_parameters(recurse=False):
@@ -40,7 +45,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     for name, p in model.named_parameters():
         if not p.requires_grad:  # e.g. the momentum (EMA) copy
             continue
-        if is_no_decay(name, p, owners.get(name)):
+        skip = rule(name, p) if callable(rule) else is_no_decay(name, p, owners.get(name))
+        if skip:
             no_decay.append(p)
             no_decay_names.append(name)
         else:

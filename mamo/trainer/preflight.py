@@ -82,12 +82,24 @@ def check_data(version_dir: Path, vocab_id: str) -> dict[str, Any]:
         manifest = load_manifest(version_dir)
     except Exception as e:  # ManifestError, OSError: all mean "not a usable dataset version"
         raise StartError(f"dataset: {e}") from e
+    manifest_sha = sha256_file(Path(version_dir) / MANIFEST_NAME)
+    out = {
+        "dataset": manifest["dataset"],
+        "version": manifest["version"],
+        "version_dir": str(version_dir),
+        "manifest_sha256": manifest_sha,
+        "samples": sum(s["samples"] for s in manifest["shards"]),
+        "shards": len(manifest["shards"]),
+        "vocab_id": None,
+        "num_concepts": 0,
+    }
+    if vocab_id == "none":  # no concept labels wanted (MLM ablation)
+        return out
     try:
         store = ConceptStore(version_dir, vocab_id)
     except Exception as e:
         raise StartError(f"concepts: {e}") from e
     meta_manifest = store.meta.get("manifest_sha256")
-    manifest_sha = sha256_file(Path(version_dir) / MANIFEST_NAME)
     if meta_manifest is not None and meta_manifest != manifest_sha:
         raise StartError(
             f"concepts: vocabulary {store.vocab_id} was built for another manifest of "
@@ -107,16 +119,7 @@ def check_data(version_dir: Path, vocab_id: str) -> dict[str, Any]:
             raise StartError(
                 f"concepts: {path} has {lines} annotations for a shard of {shard['samples']} samples"
             )
-    return {
-        "dataset": manifest["dataset"],
-        "version": manifest["version"],
-        "version_dir": str(version_dir),
-        "manifest_sha256": manifest_sha,
-        "samples": sum(s["samples"] for s in manifest["shards"]),
-        "shards": len(manifest["shards"]),
-        "vocab_id": store.vocab_id,
-        "num_concepts": store.num_concepts,
-    }
+    return {**out, "vocab_id": store.vocab_id, "num_concepts": store.num_concepts}
 
 
 def _first_diff(a: Any, b: Any, prefix: str) -> str | None:

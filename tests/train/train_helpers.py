@@ -1,0 +1,53 @@
+"""Helpers of the trainer tests (a uniquely named module: test dirs are not packages)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+# The tiny preset made tinier (1 layer per encoder, width 64) so that a step takes ~0.2 s
+# on one busy core; DALI CPU backend; one torch thread (oversubscribed cores are slower).
+TINY = [
+    "model.vision.width=64", "model.vision.depth=1", "model.vision.heads=2", "model.vision.mlp_dim=128",
+    "model.text.width=64", "model.text.depth=1", "model.text.heads=2", "model.text.mlp_dim=128",
+    "model.fusion.depth=1", "model.fusion.heads=2", "model.fusion.mlp_dim=128",
+    "model.embed_dim=32", "model.queue_size=32",
+    "data.batch_size=4", "data.backend=dali", "data.num_threads=1", "data.shuffle_buffer=64",
+    "optim.lr=1.0e-3", "optim.warmup_steps=2", "train.num_threads=1",
+]
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+    e["OMP_NUM_THREADS"] = "1"
+    return e
+
+
+def run_cli(args: list[str], timeout: int = 240, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env(), capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def make_dataset(root: Path, n: int = 32, per_shard: int = 16) -> Path:
+    r = run_cli(["-m", "ingest", "synthetic", "--out", str(root), "--dataset", "synthetic", "--version", "v1",
+                 "--n", str(n), "--seed", "0", "--image-size", "64", "--samples-per-shard", str(per_shard)])
+    assert r.returncode == 0, r.stderr
+    version_dir = root / "synthetic" / "v1"
+    r = run_cli(["-m", "concepts", "build", str(version_dir), "--quiet"])
+    assert r.returncode == 0, r.stderr
+    return version_dir
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    """Every file under ``path`` with the sha1 of its bytes (to prove nothing changed)."""
+    out = {}
+    if not path.exists():
+        return out
+    for p in sorted(path.rglob("*")):
+        out[str(p.relative_to(path))] = hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+    return out
