@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,8 @@ def build_index(version_dir: str | Path) -> SampleIndex:
     shard_paths, stems, sizes = [], [], []
     columns: dict[str, list[int]] = {k: [] for k in ("shard", "io", "is", "co", "cs")}
     keys: list[str] = []
-    for s, shard in enumerate(manifest["shards"]):
+    shards = manifest["shards"]
+    for s, shard in enumerate(tqdm(shards, desc="index", unit="shard", disable=len(shards) < 50)):
         tar = version_dir / shard["tar"]
         idx = version_dir / shard["index"] if shard.get("index") else None
         if idx is not None and idx.is_file():
