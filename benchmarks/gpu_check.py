@@ -1,0 +1,637 @@
+"""One-shot GPU check of kernels/ (and, if present, the DALI loader and `base` training steps).
+
+    python benchmarks/gpu_check.py --out benchmarks/out/gpu_check          # full, < 8 min on an H200
+    python benchmarks/gpu_check.py --quick --out benchmarks/out/gpu_quick  # smaller shapes, ~2 min
+    python benchmarks/gpu_check.py --plan                                  # print the plan only
+
+Sections, each guarded so that one failure does not lose the others' figures:
+  1. correctness: every Triton kernel vs its PyTorch reference on CUDA at MAMO shapes (bf16),
+     forward and gradients, plus fp16/fp32 and fully padded rows;
+  2. timings (median of CUDA-event timed runs): attention fwd and fwd+bwd vs PyTorch SDPA
+     (flash backend without mask; default backend with the key-padding mask) and the eager
+     reference; fused linear CE and masked regression vs eager, with peak memory;
+  3. the data loader (mamo.data: DALI with nvJPEG "mixed" decode when DALI is installed,
+     else the PyTorch fallback) on a freshly generated synthetic version: samples/s;
+  4. a few `base` training steps (mamo.model) with SDPA + torch losses and with the Triton
+     kernels: samples/s and MFU (FLOPs counted by torch's FlopCounterMode on the SDPA step).
+
+Writes <out>.json and <out>.md after every section (a timeout keeps what was done).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# H200 SXM dense bf16 tensor-core peak (vendor datasheet), for MFU.
+PEAK_BF16_FLOPS = 989.4e12
+# "cuda"; "cpu" only for --cpu-smoke, which runs every code path here at toy sizes.
+DEVICE = "cuda"
+
+
+def sync() -> None:
+    import torch
+
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+# ----------------------------------------------------------------------------- plan
+def build_plan(quick: bool, smoke: bool = False) -> dict[str, Any]:
+    """Shapes and repetition counts; --quick shrinks everything."""
+    if smoke:
+        return {
+            "iters": 2, "warmup": 1,
+            "attention": [("smoke", 1, 2, 37, 32, 11, "float32")],
+            "attention_extra": [("smoke fp16", 1, 1, 20, 16, 5, "float16")],
+            "cross_entropy": [("smoke", 16, 16, 50, "float32")],
+            "regression": [("smoke", 20, 16, "smooth_l1", "layer", "float32")],
+            "data": {"samples": 32, "batch_size": 8, "image_size": 64, "batches": 2},
+            "train": {"preset": "tiny", "batch_size": 4, "text_len": 16, "num_concepts": 50,
+                      "warmup_steps": 1, "steps": 1},
+        }
+    b_small, b_big = (16, 32) if quick else (64, 128)
+    return {
+        "iters": 10 if quick else 30,
+        "warmup": 3 if quick else 5,
+        # name, B, H, Sq(=Sk), D, text tokens at the end of the sequence (padded), dtype
+        "attention": [
+            ("fusion 197+40", b_small, 12, 237, 64, 40, "bfloat16"),
+            ("fusion 257+40", b_big, 12, 297, 64, 40, "bfloat16"),
+            ("vit 257", b_big, 12, 257, 64, 0, "bfloat16"),
+            ("text 40", b_big, 12, 40, 64, 40, "bfloat16"),
+        ],
+        # extra correctness-only cases: other dtypes and head dims
+        "attention_extra": [
+            ("fp16 d32", 8, 4, 237, 32, 40, "float16"),
+            ("fp16 d128", 8, 4, 237, 128, 40, "float16"),
+            ("fp32 d64", 4, 4, 101, 64, 40, "float32"),
+        ],
+        # name, N rows, D, V, dtype
+        "cross_entropy": [
+            ("concepts 10k", 2048 if quick else 8192, 768, 10000, "bfloat16"),
+            ("mlm 30522", 2048 if quick else 8192, 768, 30522, "bfloat16"),
+        ],
+        # name, N rows, D, kind, target_norm, dtype
+        "regression": [
+            ("implicit smooth_l1/layer", b_big * 297, 768, "smooth_l1", "layer", "bfloat16"),
+            ("visual cosine/l2", b_big * 257, 768, "cosine", "l2", "bfloat16"),
+        ],
+        "data": {"samples": 512 if quick else 2048, "batch_size": 64, "image_size": 256,
+                 "batches": 6 if quick else 20},
+        "train": {"preset": "base", "batch_size": 16 if quick else 64, "text_len": 40,
+                  "num_concepts": 2000, "warmup_steps": 2, "steps": 3 if quick else 6},
+    }
+
+
+def print_plan(plan: dict[str, Any], args: argparse.Namespace) -> None:
+    print("gpu_check plan" + (" (--quick)" if args.quick else ""))
+    print(f"  timing: median of {plan['iters']} CUDA-event timed runs after {plan['warmup']} warm-ups")
+    for name, B, H, S, D, T, dt in plan["attention"]:
+        print(f"  attention  {name:16s} B={B} H={H} S={S} D={D} text(padded)={T} {dt}: "
+              "check fwd+grads vs reference; time triton / sdpa / eager")
+    for name, B, H, S, D, T, dt in plan["attention_extra"]:
+        print(f"  attention  {name:16s} B={B} H={H} S={S} D={D} {dt}: check only")
+    for name, N, D, V, dt in plan["cross_entropy"]:
+        print(f"  linear CE  {name:16s} N={N} D={D} V={V} {dt}: check; time + peak memory vs eager")
+    for name, N, D, kind, norm, dt in plan["regression"]:
+        print(f"  regression {name:24s} N={N} D={D} {dt}: check; time vs eager")
+    d = plan["data"]
+    print(f"  data       {d['samples']} synthetic samples at {d['image_size']} px, batch "
+          f"{d['batch_size']}, {d['batches']} batches (sections: {'data' in args.sections})")
+    t = plan["train"]
+    print(f"  train      preset {t['preset']}, batch {t['batch_size']}, {t['steps']} timed steps "
+          f"(sdpa+torch losses, then triton+kernels) (sections: {'train' in args.sections})")
+    print(f"  time budget {args.budget_s:.0f} s; output {args.out}.json / .md")
+
+
+# ----------------------------------------------------------------------------- helpers
+class Report:
+    def __init__(self, out: Path, meta: dict[str, Any]):
+        self.out = out
+        self.data: dict[str, Any] = {"meta": meta, "checks": [], "timings": [], "data": None,
+                                     "train": None, "errors": []}
+
+    def check(self, **row: Any) -> None:
+        print("  check", json.dumps(row))
+        self.data["checks"].append(row)
+
+    def timing(self, **row: Any) -> None:
+        print("  time ", json.dumps(row))
+        self.data["timings"].append(row)
+
+    def error(self, section: str, exc: BaseException) -> None:
+        tb = traceback.format_exc(limit=6)
+        print(f"  ERROR in {section}: {exc!r}\n{tb}")
+        self.data["errors"].append({"section": section, "error": repr(exc), "traceback": tb})
+
+    def save(self) -> None:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{self.out}.json").write_text(json.dumps(self.data, indent=1, default=str))
+        Path(f"{self.out}.md").write_text(render_markdown(self.data))
+
+
+def render_markdown(d: dict[str, Any]) -> str:
+    m = d["meta"]
+    lines = [f"# gpu_check: {m.get('gpu')}", "",
+             f"torch {m.get('torch')}, triton {m.get('triton')}, CUDA {m.get('cuda')}, "
+             f"command `{m.get('command')}`, {m.get('date')}", ""]
+    if d["checks"]:
+        lines += ["## Correctness (Triton vs PyTorch reference on CUDA)", "",
+                  "| kernel | case | dtype | max rel err (out / grads) | ok |", "|---|---|---|---|---|"]
+        for c in d["checks"]:
+            lines.append(f"| {c['kernel']} | {c['case']} | {c.get('dtype', '')} | "
+                         f"{c['err_out']:.2e} / {c['err_grad']:.2e} | {'yes' if c['ok'] else 'NO'} |")
+        lines.append("")
+    if d["timings"]:
+        lines += ["## Timings (median, ms; ratio = baseline / triton, >1 means Triton is faster)", "",
+                  "| kernel | case | pass | triton ms | baseline | baseline ms | ratio | triton TFLOP/s | peak MiB triton / baseline |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for t in d["timings"]:
+            tf = f"{t['tflops']:.0f}" if t.get("tflops") else ""
+            mem = (f"{t['peak_mib']:.0f} / {t['base_peak_mib']:.0f}"
+                   if t.get("peak_mib") is not None and t.get("base_peak_mib") is not None else "")
+            lines.append(f"| {t['kernel']} | {t['case']} | {t['pass']} | {t['ms']:.3f} | {t['baseline']} | "
+                         f"{t['base_ms']:.3f} | {t['base_ms'] / t['ms']:.2f} | {tf} | {mem} |")
+        lines.append("")
+    if d["data"]:
+        lines += ["## Data loader", "", "```", json.dumps(d["data"], indent=1), "```", ""]
+    if d["train"]:
+        lines += ["## Training steps", "", "```", json.dumps(d["train"], indent=1), "```", ""]
+    if d["errors"]:
+        lines += ["## Errors", ""] + [f"- {e['section']}: `{e['error']}`" for e in d["errors"]] + [""]
+    return "\n".join(lines)
+
+
+def cuda_time_ms(fn: Callable[[], Any], iters: int, warmup: int) -> float:
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    if DEVICE != "cuda":
+        times = []
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+    torch.cuda.synchronize()
+    events = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        events.append((start, end))
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in events)
+
+
+def peak_mib(fn: Callable[[], Any]) -> float | None:
+    import torch
+
+    if DEVICE != "cuda":
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def rel_err(a, b) -> float:
+    a, b = a.float(), b.float()
+    if not (a.isfinite().all() and b.isfinite().all()):
+        return float("inf") if not a.isfinite().all() else float("nan")
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-6))
+
+
+TOL = {"bfloat16": 3e-2, "float16": 5e-3, "float32": 1e-4}
+
+
+# ----------------------------------------------------------------------------- attention
+def padding_mask(B: int, S: int, text: int, device):
+    """Image keys first (never padded), then `text` text keys of random valid length >= 1."""
+    import torch
+
+    mask = torch.zeros(B, S, dtype=torch.bool, device=device)
+    if text:
+        lengths = torch.randint(1, text + 1, (B,), device=device)
+        pos = torch.arange(text, device=device)
+        mask[:, S - text:] = pos[None, :] >= lengths[:, None]
+    return mask
+
+
+def attention_section(rep: Report, plan: dict[str, Any], deadline: float) -> None:
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from kernels.attention import attention_reference, fused_attention
+
+    dev = torch.device(DEVICE)
+
+    def make(B, H, S, D, T, dtype):
+        q, k, v = (torch.randn(B, H, S, D, device=dev, dtype=dtype, requires_grad=True) for _ in range(3))
+        return q, k, v, (padding_mask(B, S, T, dev) if T else None)
+
+    def check(name, B, H, S, D, T, dt, fully_padded=False):
+        dtype = getattr(torch, dt)
+        q, k, v, mask = make(B, H, S, D, T, dtype)
+        if fully_padded:
+            mask = padding_mask(B, S, T, dev)
+            mask[0] = True  # every key of element 0 is padding
+        do = torch.randn(B, H, S, D, device=dev, dtype=dtype)
+        out = fused_attention(q, k, v, mask, impl="triton")
+        grads = torch.autograd.grad(out, (q, k, v), do)
+        ref = attention_reference(q.float(), k.float(), v.float(), mask)
+        ref_grads = torch.autograd.grad(ref, (q, k, v), do.float())
+        e_out = rel_err(out, ref)
+        e_grad = max(rel_err(g, r) for g, r in zip(grads, ref_grads))
+        ok = e_out < TOL[dt] and e_grad < 2 * TOL[dt]
+        if fully_padded:
+            ok = ok and bool(out[0].eq(0).all()) and all(bool(g[0].eq(0).all()) for g in grads)
+        rep.check(kernel="attention", case=name + (" +fully padded row" if fully_padded else ""),
+                  dtype=dt, err_out=e_out, err_grad=e_grad, ok=ok)
+
+    for case in plan["attention"] + plan["attention_extra"]:
+        if time.time() > deadline:
+            break
+        try:
+            check(*case)
+        except Exception as e:  # noqa: BLE001
+            rep.error(f"attention check {case[0]}", e)
+    try:
+        check("fusion small", 4, 4, 237, 64, 40, "bfloat16", fully_padded=True)
+    except Exception as e:  # noqa: BLE001
+        rep.error("attention check fully padded", e)
+    rep.save()
+
+    iters, warmup = plan["iters"], plan["warmup"]
+    for name, B, H, S, D, T, dt in plan["attention"]:
+        if time.time() > deadline:
+            rep.data["errors"].append({"section": "attention timing", "error": "skipped: time budget"})
+            break
+        try:
+            dtype = getattr(torch, dt)
+            q, k, v, mask = make(B, H, S, D, T, dtype)
+            do = torch.randn_like(q)
+            flops_fwd = 4.0 * B * H * S * S * D
+            keep = None if mask is None else ~mask[:, None, None, :]
+
+            def tri():
+                return fused_attention(q, k, v, mask, impl="triton")
+
+            def sdpa_flash():
+                with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                    return F.scaled_dot_product_attention(q, k, v)
+
+            def sdpa_masked():
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+
+            def eager():
+                return attention_reference(q, k, v, mask)
+
+            baselines = [("sdpa flash (no mask)", sdpa_flash)]
+            if mask is not None:
+                baselines.append(("sdpa + mask", sdpa_masked))
+            baselines.append(("eager reference", eager))
+            for pass_name, mult in (("fwd", 1.0), ("fwd+bwd", 3.5)):
+                def run(f):
+                    def fwd():
+                        with torch.no_grad():
+                            return f()
+
+                    def fwd_bwd():
+                        return torch.autograd.grad(f(), (q, k, v), do)
+
+                    return fwd if pass_name == "fwd" else fwd_bwd
+
+                ms = cuda_time_ms(run(tri), iters, warmup)
+                for base_name, base_fn in baselines:
+                    try:
+                        base_ms = cuda_time_ms(run(base_fn), iters, warmup)
+                    except Exception as e:  # noqa: BLE001
+                        rep.error(f"attention baseline {base_name} {name}", e)
+                        continue
+                    rep.timing(kernel="attention", case=f"{name} B{B} H{H} S{S} D{D} {dt}",
+                               **{"pass": pass_name}, ms=ms, baseline=base_name,
+                               base_ms=base_ms, tflops=flops_fwd * mult / (ms * 1e-3) / 1e12,
+                               base_tflops=flops_fwd * mult / (base_ms * 1e-3) / 1e12)
+        except Exception as e:  # noqa: BLE001
+            rep.error(f"attention timing {name}", e)
+        rep.save()
+
+
+# ----------------------------------------------------------------------------- losses
+def cross_entropy_section(rep: Report, plan: dict[str, Any], deadline: float) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from kernels.cross_entropy import fused_linear_cross_entropy, linear_cross_entropy_reference
+
+    dev = torch.device(DEVICE)
+    for name, N, D, V, dt in plan["cross_entropy"]:
+        if time.time() > deadline:
+            break
+        try:
+            dtype = getattr(torch, dt)
+            h = torch.randn(N, D, device=dev, dtype=dtype, requires_grad=True)
+            w = (torch.randn(V, D, device=dev) / math.sqrt(D)).to(dtype).requires_grad_(True)
+            b = torch.zeros(V, device=dev, dtype=dtype, requires_grad=True)
+            labels = torch.randint(0, V, (N,), device=dev)
+            labels[torch.rand(N, device=dev) < 0.2] = -100
+            params = (h, w, b)
+
+            loss = fused_linear_cross_entropy(h, w, b, labels, impl="triton")
+            grads = torch.autograd.grad(loss, params)
+            hf, wf, bf = (t.detach().float().requires_grad_(True) for t in params)
+            ref = linear_cross_entropy_reference(hf, wf, bf, labels)
+            ref_grads = torch.autograd.grad(ref, (hf, wf, bf))
+            e_out = rel_err(loss, ref)
+            e_grad = max(rel_err(g, r) for g, r in zip(grads, ref_grads))
+            rep.check(kernel="linear CE", case=f"{name} N{N} V{V}", dtype=dt, err_out=e_out,
+                      err_grad=e_grad, ok=e_out < 1e-2 and e_grad < 5e-2)
+            del ref_grads, hf, wf, bf
+
+            def fused():
+                return torch.autograd.grad(fused_linear_cross_entropy(h, w, b, labels, impl="triton"), params)
+
+            def eager():
+                logits = F.linear(h, w, b)
+                return torch.autograd.grad(F.cross_entropy(logits.float(), labels, ignore_index=-100), params)
+
+            ms = cuda_time_ms(fused, plan["iters"], plan["warmup"])
+            base_ms = cuda_time_ms(eager, plan["iters"], plan["warmup"])
+            rep.timing(kernel="linear CE", case=f"{name} N{N} D{D} V{V} {dt}", **{"pass": "fwd+bwd"},
+                       ms=ms, baseline="eager F.linear + F.cross_entropy(fp32 logits)", base_ms=base_ms,
+                       peak_mib=peak_mib(fused), base_peak_mib=peak_mib(eager))
+        except Exception as e:  # noqa: BLE001
+            rep.error(f"cross entropy {name}", e)
+        rep.save()
+
+
+def regression_section(rep: Report, plan: dict[str, Any], deadline: float) -> None:
+    import torch
+
+    from kernels.regression import masked_regression_loss, masked_regression_reference
+
+    dev = torch.device(DEVICE)
+    for name, N, D, kind, norm, dt in plan["regression"]:
+        if time.time() > deadline:
+            break
+        try:
+            dtype = getattr(torch, dt)
+            pred = torch.randn(N, D, device=dev, dtype=dtype, requires_grad=True)
+            target = torch.randn(N, D, device=dev, dtype=dtype)
+            mask = torch.rand(N, device=dev) < 0.4
+            loss = masked_regression_loss(pred, target, mask, kind, 1.0, norm, impl="triton")
+            (grad,) = torch.autograd.grad(loss, pred)
+            pf = pred.detach().float().requires_grad_(True)
+            ref = masked_regression_reference(pf, target, mask, kind, 1.0, norm)
+            (ref_grad,) = torch.autograd.grad(ref, pf)
+            e_out, e_grad = rel_err(loss, ref), rel_err(grad, ref_grad)
+            rep.check(kernel="masked regression", case=f"{name} N{N}", dtype=dt, err_out=e_out,
+                      err_grad=e_grad, ok=e_out < 1e-2 and e_grad < 2e-2)
+
+            def fused():
+                return torch.autograd.grad(masked_regression_loss(pred, target, mask, kind, 1.0, norm,
+                                                                  impl="triton"), pred)
+
+            def eager():
+                return torch.autograd.grad(masked_regression_reference(pred, target, mask, kind, 1.0, norm),
+                                           pred)
+
+            ms = cuda_time_ms(fused, plan["iters"], plan["warmup"])
+            base_ms = cuda_time_ms(eager, plan["iters"], plan["warmup"])
+            rep.timing(kernel="masked regression", case=f"{name} N{N} D{D} {dt}", **{"pass": "fwd+bwd"},
+                       ms=ms, baseline="eager reference", base_ms=base_ms,
+                       peak_mib=peak_mib(fused), base_peak_mib=peak_mib(eager))
+        except Exception as e:  # noqa: BLE001
+            rep.error(f"regression {name}", e)
+        rep.save()
+
+
+# ----------------------------------------------------------------------------- data + train
+def data_section(rep: Report, plan: dict[str, Any], args: argparse.Namespace) -> None:
+    import torch
+
+    d = plan["data"]
+    result: dict[str, Any] = {}
+    rep.data["data"] = result
+    try:
+        import nvidia.dali  # noqa: F401
+        backend = "dali"
+        result["dali"] = getattr(nvidia.dali, "__version__", "?")
+    except Exception as e:  # noqa: BLE001
+        backend = "torch"
+        result["dali"] = f"not importable ({e!r}); measuring the PyTorch fallback instead"
+    if args.vocab:
+        import concepts.tokenizer as tk
+
+        tk.default_vocab_path = lambda: Path(args.vocab)  # noqa: E731
+    from ingest.synthetic import SyntheticConfig
+    from ingest.synthetic_version import write_synthetic_version
+    from mamo.data import DataConfig, build_loader
+
+    root = Path(tempfile.mkdtemp(prefix="gpu_check_data_"))
+    t0 = time.time()
+    write_synthetic_version(root, "synthetic", "v1",
+                            SyntheticConfig(n=d["samples"], seed=0, image_size=d["image_size"]),
+                            512, overwrite=True, progress=False)
+    result["generate_s"] = round(time.time() - t0, 1)
+    cfg = DataConfig(version_dir=root / "synthetic" / "v1", vocab_id="none", image_size=d["image_size"],
+                     batch_size=d["batch_size"], backend=backend,
+                     decode="mixed" if backend == "dali" and DEVICE == "cuda" else "auto",
+                     num_threads=min(8, os.cpu_count() or 2), num_workers=min(8, os.cpu_count() or 2))
+    loader = build_loader(cfg, "train")
+    result.update(backend=backend, decode=cfg.decode, batch_size=d["batch_size"])
+    it = iter(loader)
+    next(it)  # start-up (pipeline build, workers)
+    sync()
+    n, t0 = 0, time.time()
+    for _ in range(d["batches"]):
+        try:
+            batch = next(it)
+        except StopIteration:
+            it = iter(loader)
+            batch = next(it)
+        img = batch["image"]
+        if img.device.type != DEVICE:
+            img = img.to(DEVICE, non_blocking=True)
+        n += img.shape[0]
+    sync()
+    dt = time.time() - t0
+    result.update(samples=n, seconds=round(dt, 3), samples_per_s=round(n / dt, 1),
+                  image_device=str(batch["image"].device))
+
+
+def train_section(rep: Report, plan: dict[str, Any]) -> None:
+    import torch
+
+    from mamo.model import MAMO, LossConfig, ModelConfig
+
+    t = plan["train"]
+    dev = torch.device(DEVICE)
+    result: dict[str, Any] = {"preset": t["preset"], "batch_size": t["batch_size"],
+                              "autocast": "bf16", "optimizer": "AdamW(fused)"}
+    rep.data["train"] = result
+    mcfg = ModelConfig(preset=t["preset"], attn_impl="sdpa", text_init=None)
+    lcfg = LossConfig(loss_impl="torch")
+    model = MAMO(mcfg, lcfg, num_concepts=t["num_concepts"], load_pretrained=False).to(dev).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    result["params_trainable_M"] = round(sum(p.numel() for p in params) / 1e6, 1)
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.02, fused=DEVICE == "cuda")
+    B, L, S = t["batch_size"], t["text_len"], mcfg.vision.image_size
+    lengths = torch.randint(8, L + 1, (B,), device=dev)
+    am = (torch.arange(L, device=dev)[None, :] < lengths[:, None]).long()
+    ids = torch.randint(1000, 30000, (B, L), device=dev) * am
+    ids[:, 0] = 101
+    ids[torch.arange(B, device=dev), lengths - 1] = 102
+    labels = torch.randint(0, t["num_concepts"], (B, L), device=dev)
+    labels[(torch.rand(B, L, device=dev) < 0.6) | (am == 0)] = -100
+    batch = {"image": torch.randn(B, 3, S, S, device=dev), "input_ids": ids,
+             "attention_mask": am, "concept_labels": labels}
+
+    def step(i: int) -> None:
+        with torch.autocast(DEVICE, dtype=torch.bfloat16):
+            out = model(batch, generator_seed=i)
+        out["loss"].backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        model.momentum_update()
+
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        step(0)
+        with FlopCounterMode(display=False) as counter:
+            step(1)
+        result["flops_per_step"] = float(counter.get_total_flops())
+    except Exception as e:  # noqa: BLE001
+        rep.error("train flop count", e)
+    for label, attn, loss_impl in (("sdpa + torch losses", "sdpa", "torch"),
+                                   ("triton attention + fused losses", "triton", "kernels")):
+        try:
+            model.set_attn_impl(attn)
+            model.loss_cfg.loss_impl = loss_impl
+            for i in range(t["warmup_steps"]):
+                step(100 + i)
+            sync()
+            if DEVICE == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.time()
+            for i in range(t["steps"]):
+                step(200 + i)
+            sync()
+            sec = (time.time() - t0) / t["steps"]
+            row = {"step_s": round(sec, 4), "samples_per_s": round(B / sec, 1)}
+            if DEVICE == "cuda":
+                row["peak_mem_GiB"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+            if result.get("flops_per_step"):
+                row["model_TFLOP_per_s"] = round(result["flops_per_step"] / sec / 1e12, 1)
+                row["MFU"] = round(result["flops_per_step"] / sec / PEAK_BF16_FLOPS, 4)
+            result[label] = row
+            print("  train", label, row)
+        except Exception as e:  # noqa: BLE001
+            rep.error(f"train {label}", e)
+        rep.save()
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "gpu_check"),
+                    help="output path stem: writes <out>.json and <out>.md")
+    ap.add_argument("--quick", action="store_true", help="smaller shapes and fewer repetitions")
+    ap.add_argument("--plan", action="store_true", help="print the plan and exit (no GPU needed)")
+    ap.add_argument("--sections", default="attention,cross_entropy,regression,data,train",
+                    help="comma-separated subset of attention,cross_entropy,regression,data,train")
+    ap.add_argument("--budget-s", type=float, default=420.0,
+                    help="stop starting new kernel timings after this many seconds")
+    ap.add_argument("--cpu-smoke", action="store_true",
+                    help="run every code path on the CPU at toy sizes (Triton interpreter); "
+                         "for checking this script without a GPU, figures meaningless")
+    ap.add_argument("--vocab", default=None,
+                    help="WordPiece vocab.txt for the data section (default: the installed package's)")
+    args = ap.parse_args(argv)
+    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    plan = build_plan(args.quick, smoke=args.cpu_smoke)
+    print_plan(plan, args)
+    if args.plan:
+        return 0
+    if args.cpu_smoke:
+        global DEVICE
+        DEVICE = "cpu"
+        os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
+
+    try:
+        import torch
+    except ImportError:
+        print("gpu_check: torch is not installed; nothing measured.")
+        return 2
+    if DEVICE == "cuda" and not torch.cuda.is_available():
+        print("gpu_check: CUDA is not available on this machine (no GPU or no CUDA build of torch); "
+              "nothing measured. Run it on a GPU node; on the CPU the kernels are covered by "
+              "`pytest tests/kernels` with TRITON_INTERPRET=1.")
+        return 2
+    if DEVICE == "cuda" and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        print("gpu_check: TRITON_INTERPRET is set; unset it to run the compiled kernels.")
+        return 2
+    import triton
+
+    start = time.time()
+    deadline = start + args.budget_s
+    meta = {"gpu": torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu smoke", "torch": torch.__version__,
+            "triton": triton.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+            "command": "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "quick": args.quick}
+    rep = Report(Path(args.out), meta)
+    print("gpu_check:", json.dumps(meta))
+    torch.backends.cuda.matmul.allow_tf32 = True
+    sections = {
+        "attention": lambda: attention_section(rep, plan, deadline),
+        "cross_entropy": lambda: cross_entropy_section(rep, plan, deadline),
+        "regression": lambda: regression_section(rep, plan, deadline),
+        "data": lambda: data_section(rep, plan, args),
+        "train": lambda: train_section(rep, plan),
+    }
+    for name in args.sections:
+        if name not in sections:
+            print(f"gpu_check: unknown section {name!r}; known: {sorted(sections)}")
+            return 2
+        t0 = time.time()
+        print(f"== {name} (t={t0 - start:.0f} s)")
+        try:
+            sections[name]()
+        except Exception as e:  # noqa: BLE001
+            rep.error(name, e)
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
+        rep.data["meta"][f"{name}_s"] = round(time.time() - t0, 1)
+        rep.save()
+    rep.data["meta"]["total_s"] = round(time.time() - start, 1)
+    rep.save()
+    bad = [c for c in rep.data["checks"] if not c["ok"]]
+    print(f"gpu_check: {len(rep.data['checks'])} checks, {len(bad)} failed, "
+          f"{len(rep.data['errors'])} errors; wrote {args.out}.json and {args.out}.md "
+          f"in {time.time() - start:.0f} s")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
