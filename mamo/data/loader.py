@@ -98,7 +98,10 @@ class Loader:
 
     # --- position --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "batch": self._batch, "rank": self.rank, "world_size": self.world_size,
+        epoch, batch = self.epoch, self._batch
+        if batch >= self.plan.num_batches:  # epoch fully handed out: resume at the next one
+            epoch, batch = epoch + 1, 0
+        return {"epoch": epoch, "batch": batch, "rank": self.rank, "world_size": self.world_size,
                 "seed": self.cfg.seed, "batch_size": self.cfg.batch_size, "split": self.split,
                 "data": self.index.fingerprint(), "stats": dict(self.stats)}
 
