@@ -61,6 +61,7 @@ class Loader:
         self.decode = resolve_decode(cfg.decode) if self.backend == "dali" else "cpu"
         self._decoder: DaliImageDecoder | None = None
         self._plan: RankPlan | None = None
+        self._plan_epoch = -1
         self.epoch = epoch
         self._batch = 0  # next batch of the plan to yield
         self.stats: dict[str, Any] = self._fresh_stats()
@@ -127,14 +128,14 @@ class Loader:
             self.stats = self._fresh_stats()
         self.stats.update(padded=plan.padded, samples_per_epoch=plan.samples_per_epoch,
                           backend=self.backend, decode=self.decode)
-        stems = self.index.shard_stems
         for raw, images in self._decoded(plan, self._batch):
             counts: Counter = Counter(raw.skipped)
             batch = None
             if len(raw):
-                shard_stems = [stems[s] for s in raw.shards]
-                text = self.text(raw.captions, shard_stems, raw.keys, counts)
-                batch = assemble_batch(images, raw.keys, raw.captions, text)
+                if raw.text is None or raw.text_keys != raw.keys:  # not prepared, or rows dropped at decode
+                    self._encode_text(raw)
+                counts.update(raw.text_counts)
+                batch = assemble_batch(images, raw.keys, raw.captions, raw.text)
             for k, v in counts.items():
                 self.stats[k] = self.stats.get(k, 0) + v
             self._batch = raw.batch_index + 1  # before yield: state_dict() now counts this batch
@@ -143,6 +144,12 @@ class Loader:
                 self.stats["samples"] += len(raw)
                 yield batch
         self._end_epoch()
+
+    def _encode_text(self, raw: RawBatch) -> None:
+        raw.text_counts = Counter()
+        stems = [self.index.shard_stems[s] for s in raw.shards]
+        raw.text = self.text(raw.captions, stems, raw.keys, raw.text_counts)
+        raw.text_keys = list(raw.keys)
 
     def _end_epoch(self) -> None:
         skipped = {k: self.stats[k] for k in (*SKIP_REASONS, MISSING_ANNOTATION) if self.stats.get(k)}
@@ -167,8 +174,12 @@ class Loader:
         epoch = self.epoch
 
         def read(b: int) -> RawBatch:
-            return read_raw_batch(self.index, files, plan.batch(b), b, train=self.train, seed=cfg.seed,
-                                  epoch=epoch, augment=cfg.augment)
+            # bytes, headers and tokenisation here, in a thread, while DALI decodes (GIL released)
+            raw = read_raw_batch(self.index, files, plan.batch(b), b, train=self.train, seed=cfg.seed,
+                                 epoch=epoch, augment=cfg.augment)
+            if len(raw):
+                self._encode_text(raw)
+            return raw
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mamo-read") as pool:
             pending = deque(pool.submit(read, b) for b in range(start, min(start + READ_AHEAD, plan.num_batches)))

@@ -40,6 +40,10 @@ class RawBatch:
     crops: list[tuple[int, int, int, int]] = field(default_factory=list)  # x, y, w, h in pixels
     flips: list[bool] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)
+    # Text tensors when prepared ahead (DALI path, in the read thread), for ``text_keys``.
+    text: dict | None = None
+    text_keys: list[str] | None = None
+    text_counts: Counter = field(default_factory=Counter)
 
     def __len__(self) -> int:
         return len(self.samples)
