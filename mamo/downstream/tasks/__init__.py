@@ -1,0 +1,12 @@
+"""One module per downstream task, each with ``finetune(ctx, model)`` and ``evaluate(ctx, model,
+state)``; ``common`` holds the shared context (data, tokenizer, optimiser, batching)."""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+
+def task_module(task: str) -> ModuleType:
+    if task not in ("retrieval", "vqa", "nlvr2", "grounding"):
+        raise ValueError(f"unknown task {task!r}; expected retrieval, vqa, nlvr2 or grounding")
+    return importlib.import_module(f"mamo.downstream.tasks.{task}")
