@@ -19,16 +19,22 @@ NO_CONCEPTS = "none"
 class ConceptSpans:
     """Per-shard annotation lookup of one vocabulary (``concepts.store.ConceptStore``), cached."""
 
-    def __init__(self, version_dir: str | Path, vocab_id: str = "latest"):
+    def __init__(self, version_dir: str | Path, vocab_id: str = "latest", shard_stems: list[str] = ()):
         self.vocab_id: str | None = None
         self.num_concepts = 0
         self._store = None
         if vocab_id != NO_CONCEPTS:
-            from concepts.store import ConceptStore
+            from concepts.store import ConceptStore, ConceptStoreError
 
             self._store = ConceptStore(version_dir, vocab_id)
             self.vocab_id = self._store.vocab_id
             self.num_concepts = self._store.num_concepts
+            # A whole shard without annotations is a build problem: fail at start, not mid-epoch.
+            missing = [s for s in shard_stems if not self._store.annotation_path(s).is_file()]
+            if missing:
+                raise ConceptStoreError(
+                    f"vocabulary {self.vocab_id!r} has no annotation file for {len(missing)} shard(s) "
+                    f"(e.g. {missing[0]!r}); run `python -m concepts annotate {version_dir}`")
         self._cache: dict[str, dict[str, list[list[int]]]] = {}
 
     @property

@@ -55,7 +55,7 @@ class Loader:
         self.rank, self.world_size = rank, world_size
         self.version_dir = cfg.version_for(split)
         self.index: SampleIndex = build_index(self.version_dir)
-        self.concepts = ConceptSpans(self.version_dir, cfg.vocab_id)
+        self.concepts = ConceptSpans(self.version_dir, cfg.vocab_id, self.index.shard_stems)
         self.text = TextEncoder(self.concepts, cfg.max_text_len, cfg.label_pieces, tokenizer)
         self.backend = resolve_backend(cfg.backend)
         self.decode = resolve_decode(cfg.decode) if self.backend == "dali" else "cpu"
@@ -181,16 +181,18 @@ class Loader:
                 self._encode_text(raw)
             return raw
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mamo-read") as pool:
-            pending = deque(pool.submit(read, b) for b in range(start, min(start + READ_AHEAD, plan.num_batches)))
-            nxt = start + READ_AHEAD
-            while pending:
-                raw = pending.popleft().result()
-                if nxt < plan.num_batches:
-                    pending.append(pool.submit(read, nxt))
-                    nxt += 1
-                yield raw, self._decoder.decode(raw)
-        files.close()
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mamo-read") as pool:
+                pending = deque(pool.submit(read, b) for b in range(start, min(start + READ_AHEAD, plan.num_batches)))
+                nxt = start + READ_AHEAD
+                while pending:
+                    raw = pending.popleft().result()
+                    if nxt < plan.num_batches:
+                        pending.append(pool.submit(read, nxt))
+                        nxt += 1
+                    yield raw, self._decoder.decode(raw)
+        finally:
+            files.close()
 
 
 def build_loader(cfg: DataConfig, split: str, rank: int = 0, world_size: int = 1, epoch: int = 0) -> Loader:

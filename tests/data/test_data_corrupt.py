@@ -29,3 +29,13 @@ def test_bad_samples_skipped_and_counted(broken_version, backend):
         for i, key in enumerate(b["keys"]):
             labelled = (b["concept_labels"][i] != -100).any().item()
             assert labelled == (key != "k00009")
+
+
+def test_shard_without_annotation_file_fails_at_start(tmp_path):
+    from concepts.store import ConceptStoreError
+
+    vdir = tmp_path / "v"
+    truth = write_version(vdir, (3, 3))
+    write_concepts(vdir, truth, omit={k for k, t in truth.items() if t["shard"] == "00001"})
+    with pytest.raises(ConceptStoreError, match="00001"):
+        build_loader(tiny_cfg(vdir), "train")
