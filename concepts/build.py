@@ -137,7 +137,12 @@ def commit_step(plan: BuildPlan, staging: str | Path, vocab_id: str) -> Path:
         # same vocab_id = same content by construction; the existing version stays untouched
         shutil.rmtree(staging)
     else:
-        os.rename(staging, final)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+            shutil.rmtree(staging)  # a concurrent build committed the same version first
     write_latest(plan.version_dir, vocab_id)
     return final
 

@@ -7,6 +7,7 @@ data (manifest sha256) with the same settings, in which case it does nothing.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,14 @@ def load_concepts_config(config_path: str | None = None,
 
 def dask_task_runner(d: DaskConfig) -> DaskTaskRunner:
     """A runner on an existing scheduler (``dask.address``) or on a local cluster per run."""
+    # distributed logs every worker start/stop at INFO; the flow's own logs are what matter
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     if d.address:
         return DaskTaskRunner(address=d.address)
     return DaskTaskRunner(cluster_kwargs={
         "n_workers": d.n_workers, "threads_per_worker": d.threads_per_worker,
-        "processes": d.processes, "dashboard_address": None})
+        "processes": d.processes, "dashboard_address": None,
+        "silence_logs": logging.WARNING})
 
 
 @task(name="concepts-extract-shard", retries=1)

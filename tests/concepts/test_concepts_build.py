@@ -105,3 +105,25 @@ def test_config_errors_name_the_key(tmp_path):
         load_config(ConceptsConfig, None, ["extract.bogus=1"])
     c = load_config(ConceptsConfig, None, ["extract.pos=[NOUN]", "vocab.max_size=7"])
     assert c.extract.pos == ["NOUN"] and c.vocab.max_size == 7
+
+
+def test_new_data_means_new_version(tmp_path):
+    from concepts.build import up_to_date
+
+    vdir = make_version(tmp_path, SHARDS)
+    first = build_concepts(vdir, cfg())
+    assert up_to_date(vdir, cfg()) == first.vocab_id
+    old = tree_bytes(first.path)
+    # the version's data changes (a re-ingest rewrote manifest.json with another shard)
+    extra = make_version(tmp_path / "extra", [["A horse eats hay in a barn"]])
+    (vdir / "shards" / "00002.tar").write_bytes((extra / "shards" / "00000.tar").read_bytes())
+    m = json.loads((vdir / "manifest.json").read_text())
+    m["shards"].append({**json.loads((extra / "manifest.json").read_text())["shards"][0],
+                        "tar": "shards/00002.tar", "index": "shards/00002.idx"})
+    m["counts"] = {k: v + (1 if k in ("input", "written") else 0) for k, v in m["counts"].items()}
+    (vdir / "manifest.json").write_text(json.dumps(m))
+    assert up_to_date(vdir, cfg()) is None
+    second = build_concepts(vdir, cfg())
+    assert second.rebuilt and second.vocab_id != first.vocab_id
+    assert "horse" in ConceptStore(vdir).concept_to_id
+    assert tree_bytes(first.path) == old
