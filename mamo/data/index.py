@@ -23,7 +23,7 @@ IMAGE_EXT = "jpg"
 CAPTION_EXT = "txt"
 
 
-class IndexError_(ValueError):
+class ShardIndexError(ValueError):
     """An index file or manifest does not describe its shards."""
 
 
@@ -39,7 +39,7 @@ def parse_index_file(path: str | Path) -> list[dict[str, tuple[int, int]]]:
     with open(path, encoding="utf-8") as f:
         header = f.readline().split()
         if len(header) != 2 or not header[0].startswith("v1"):
-            raise IndexError_(f"{path}: not a DALI webdataset index (header {header})")
+            raise ShardIndexError(f"{path}: not a DALI webdataset index (header {header})")
         expected = int(header[1])
         samples = []
         for lineno, line in enumerate(f, start=2):
@@ -47,7 +47,7 @@ def parse_index_file(path: str | Path) -> list[dict[str, tuple[int, int]]]:
             if not parts:
                 continue
             if len(parts) % 4:
-                raise IndexError_(f"{path}:{lineno}: expected groups of 'ext offset size name'")
+                raise ShardIndexError(f"{path}:{lineno}: expected groups of 'ext offset size name'")
             sample: dict[str, Any] = {}
             for i in range(0, len(parts), 4):
                 ext, off, size, name = parts[i : i + 4]
@@ -56,7 +56,7 @@ def parse_index_file(path: str | Path) -> list[dict[str, tuple[int, int]]]:
                 sample["__key__"] = base[: base.find(".")] if "." in base else base
             samples.append(sample)
     if len(samples) != expected:
-        raise IndexError_(f"{path}: header says {expected} samples, found {len(samples)}")
+        raise ShardIndexError(f"{path}: header says {expected} samples, found {len(samples)}")
     return samples
 
 
