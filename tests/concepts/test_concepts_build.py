@@ -127,3 +127,22 @@ def test_new_data_means_new_version(tmp_path):
     assert second.rebuilt and second.vocab_id != first.vocab_id
     assert "horse" in ConceptStore(vdir).concept_to_id
     assert tree_bytes(first.path) == old
+
+
+def test_synthetic_corpus_words_become_concepts(tmp_path):
+    """On the project's synthetic data every shape, colour and size word is a concept."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    synthetic = pytest.importorskip("ingest.synthetic")
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-m", "ingest", "synthetic", "--out", str(tmp_path), "--n", "120",
+                    "--samples-per-shard", "60", "--image-size", "16"], cwd=root, check=True,
+                   capture_output=True, timeout=300)
+    vdir = tmp_path / "synthetic" / "v1"
+    res = build_concepts(vdir, cfg(min_count=2))
+    store = ConceptStore(vdir, res.vocab_id)
+    want = set(synthetic.SHAPES) | set(synthetic.COLORS) | set(synthetic.SIZES)
+    assert want <= set(store.concepts), want - set(store.concepts)
+    assert coverage(vdir)["caption_coverage"] == 1.0
