@@ -35,26 +35,30 @@ def encode_batch(
     cls_id = tokenizer.token_to_id("[CLS]")
     sep_id = tokenizer.token_to_id("[SEP]")
     pad_id = tokenizer.token_to_id("[PAD]")
-    batch = len(captions)
-    input_ids = torch.full((batch, max_len), pad_id, dtype=torch.int64)
-    attention_mask = torch.zeros((batch, max_len), dtype=torch.int64)
-    labels = torch.full((batch, max_len), IGNORE_INDEX, dtype=torch.int64)
     # Special tokens are added here, not by the tokenizer, so truncation keeps [SEP] last
     # whatever post-processor or truncation setting the caller's tokenizer has.
     encodings = tokenizer.encode_batch(list(captions), add_special_tokens=False)
     body = max_len - 2
-    for row, (enc, spans) in enumerate(zip(encodings, spans_list)):
+    # plain lists first, one tensor per field at the end: per-row tensor writes cost ~5x more
+    ids_rows, mask_rows, label_rows = [], [], []
+    for enc, spans in zip(encodings, spans_list):
         ids = enc.ids[:body]
         n = len(ids)
-        input_ids[row, 0] = cls_id
-        input_ids[row, 1 : n + 1] = torch.tensor(ids, dtype=torch.int64)
-        input_ids[row, n + 1] = sep_id
-        attention_mask[row, : n + 2] = 1
+        pad = body - n
+        ids_rows.append([cls_id, *ids, sep_id] + [pad_id] * pad)
+        mask_rows.append([1] * (n + 2) + [0] * pad)
+        row = [IGNORE_INDEX] * max_len
         if spans:
-            row_labels = _label_tokens(enc.offsets[:n], spans, label_pieces == "first")
-            for i, cid in row_labels:
-                labels[row, i + 1] = cid
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "concept_labels": labels}
+            for i, cid in _label_tokens(enc.offsets[:n], spans, label_pieces == "first"):
+                row[i + 1] = cid
+        label_rows.append(row)
+    shape = (len(captions), max_len)
+    return {"input_ids": _tensor(ids_rows, shape), "attention_mask": _tensor(mask_rows, shape),
+            "concept_labels": _tensor(label_rows, shape)}
+
+
+def _tensor(rows: list[list[int]], shape: tuple[int, int]) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.int64).reshape(shape)  # reshape: B = 0 gives [0, L]
 
 
 def _label_tokens(
