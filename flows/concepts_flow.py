@@ -16,6 +16,7 @@ from prefect_dask import DaskTaskRunner
 
 from concepts import build as steps
 from concepts.config import ConceptsConfig, DaskConfig
+from concepts.store import ConceptStore
 from mamo.config import load_config
 
 
@@ -98,6 +99,7 @@ def rebuild_concepts_flow(version_dir: str, config_path: str | None = None,
     cfg = load_concepts_config(config_path, overrides)
     current = steps.up_to_date(version_dir, cfg)
     if current is not None:
-        return {"vocab_id": current, "path": str(steps.concepts_root(version_dir) / current),
+        store = ConceptStore(version_dir, current)
+        return {"vocab_id": current, "path": str(store.dir), "num_concepts": store.num_concepts,
                 "rebuilt": False}
     return _run_build(version_dir, cfg)

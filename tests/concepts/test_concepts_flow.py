@@ -23,7 +23,8 @@ def test_flows_build_noop_and_new_version(prefect_harness, tmp_path):
 
     # same data, same settings: nothing is done
     again = rebuild_concepts_flow(str(vdir), overrides=tiny)
-    assert again == {"vocab_id": first["vocab_id"], "path": str(store.dir), "rebuilt": False}
+    assert again == {"vocab_id": first["vocab_id"], "path": str(store.dir),
+                     "num_concepts": store.num_concepts, "rebuilt": False}
 
     # a new threshold: a new version next to the old one, spaCy not run again
     changed = rebuild_concepts_flow(str(vdir), overrides=tiny + ["vocab.min_count=2"])
