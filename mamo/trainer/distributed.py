@@ -62,16 +62,20 @@ def preflight_world_size() -> tuple[int, int]:
 def wrap_ddp(model: nn.Module, info: DistInfo, find_unused: bool) -> nn.Module:
     if not info.distributed:
         return model
+    import inspect
+
     from torch.nn.parallel import DistributedDataParallel as DDP
 
+    # The model keeps its buffers (momentum copy, ITC queue) identical on every rank by itself
+    # (features are all-gathered before enqueueing); re-broadcasting them from rank 0 before
+    # each forward would only cost bandwidth. (Newer torch renames the switch.)
+    no_resync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
+                 else {"broadcast_buffers": False})
     return DDP(
         model,
         device_ids=[info.device.index] if info.device.type == "cuda" else None,
         find_unused_parameters=find_unused,
-        # The model keeps its buffers (momentum copy, ITC queue) identical on every rank by
-        # itself (features are all-gathered before enqueueing); re-broadcasting them from
-        # rank 0 before each forward would only cost bandwidth.
-        broadcast_buffers=False,
+        **no_resync,
     )
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,9 +29,17 @@ def env() -> dict[str, str]:
     return e
 
 
-def run_cli(args: list[str], timeout: int = 240, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=env(), capture_output=True, text=True,
-                          timeout=timeout, **kw)
+def run_cli(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
+    """Run ``python ARGS``; on timeout kill its whole process group (torchrun's workers too)."""
+    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"timed out after {timeout}s: {err[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def make_dataset(root: Path, n: int = 32, per_shard: int = 16) -> Path:
