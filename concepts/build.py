@@ -19,7 +19,7 @@ from typing import Any, Iterable
 from tqdm import tqdm
 
 from concepts.annotate import EXTRACTED_DIR, annotate_shard, extract_shard, shard_counts
-from concepts.config import ConceptsConfig
+from concepts.config import ConceptsConfig, ExtractConfig
 from concepts.corpus import load_manifest, manifest_sha256, shard_stem
 from concepts.extract import ConceptExtractor, pipeline_identity
 from concepts.store import (ANNOTATIONS_DIR, LATEST, META_FILE, VOCAB_FILE, ConceptStore,
@@ -186,9 +186,11 @@ def build_concepts(version_dir: str | Path, cfg: ConceptsConfig | None = None,
 
 def annotate_existing(version_dir: str | Path, vocab_id: str = "latest", force: bool = False,
                       show_progress: bool = True) -> list[str]:
-    """(Re)write missing annotation files of an existing vocabulary from the extraction cache.
+    """(Re)write missing annotation files of an existing vocabulary.
 
-    Returns the stems written. Used after deleting annotations or adding an extraction cache.
+    From the extraction cache, or, where it is gone, by running spaCy again with the settings
+    recorded in meta.json (refused if the installed pipeline differs). Returns the stems
+    written.
     """
     store = ConceptStore(version_dir, vocab_id)
     meta = store.meta
@@ -208,11 +210,24 @@ def annotate_existing(version_dir: str | Path, vocab_id: str = "latest", force: 
             continue
         src = extracted / f"{stem}.jsonl"
         if not src.is_file():
-            raise FileNotFoundError(f"no extraction cache {src}; rebuild with "
-                                    f"`python -m concepts build {version_dir}`")
+            tar = Path(version_dir) / next(s["tar"] for s in manifest["shards"]
+                                           if shard_stem(s) == stem)
+            extract_shard(tar, src, ConceptExtractor(_extract_config_of(meta)))
         annotate_shard(src, out, store.concept_to_id, store.vocab_id)
         written.append(stem)
     return written
+
+
+def _extract_config_of(meta: dict[str, Any]) -> ExtractConfig:
+    """The extraction settings a vocabulary was built with, if this machine can reproduce them."""
+    recorded = meta["spacy_pipeline"]
+    installed = pipeline_identity(recorded["name"])
+    if installed != recorded:
+        raise ValueError(f"vocabulary {meta['vocab_id']} was extracted with {recorded}, but this "
+                         f"environment has {installed}; build a new vocabulary instead")
+    e = meta["params"]["extract"]
+    return ExtractConfig(pipeline=recorded["name"], pos=list(e["pos"]), max_chars=e["max_chars"],
+                         require_alpha=e["require_alpha"])
 
 
 def list_versions(version_dir: str | Path) -> list[str]:

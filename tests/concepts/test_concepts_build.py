@@ -96,6 +96,12 @@ def test_changed_threshold_new_version_old_intact(tmp_path):
     path.unlink()
     assert annotate_existing(vdir, show_progress=False) == ["00001"]
     assert path.read_bytes() == want
+    # ... and also when the extraction cache is gone too (spaCy runs again, same settings)
+    import shutil
+    shutil.rmtree(vdir / "concepts" / "_extracted")
+    path.unlink()
+    assert annotate_existing(vdir, show_progress=False) == ["00001"]
+    assert path.read_bytes() == want
 
 
 def test_config_errors_name_the_key(tmp_path):
