@@ -174,13 +174,11 @@ def read_meta(ckpt_dir: str | Path) -> dict[str, Any]:
 
 def check_compatible(meta: dict[str, Any], expected: dict[str, Any], where: str) -> None:
     """Refuse weights built for another model preset or another concept vocabulary."""
-    exp_model, got_model = expected.get("model", {}), meta.get("model", {})
-    diff = sorted(k for k in set(exp_model) | set(got_model) if exp_model.get(k) != got_model.get(k))
+    diff = _diff(meta.get("model", {}), expected.get("model", {}), "model")
     if diff:
-        k = diff[0]
+        k, got, want = diff[0]
         raise CheckpointError(
-            f"checkpoint {where} was made for another model (model.{k}: checkpoint "
-            f"{got_model.get(k)!r}, config {exp_model.get(k)!r}"
+            f"checkpoint {where} was made for another model ({k}: checkpoint {got!r}, config {want!r}"
             + (f"; {len(diff) - 1} more keys differ" if len(diff) > 1 else "")
             + ")"
         )
@@ -190,6 +188,16 @@ def check_compatible(meta: dict[str, Any], expected: dict[str, Any], where: str)
                 f"checkpoint {where} was made for another concept vocabulary ({key}: checkpoint "
                 f"{meta.get(key)!r}, data {expected.get(key)!r})"
             )
+
+
+def _diff(a: Any, b: Any, prefix: str) -> list[tuple[str, Any, Any]]:
+    """Leaves that differ between two nested dicts, as (dotted key, a's value, b's value)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{prefix}.{k}")
+        return out
+    return [] if a == b else [(prefix, a, b)]
 
 
 def load_weights(model: nn.Module, ckpt_dir: str | Path) -> None:

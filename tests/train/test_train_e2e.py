@@ -16,24 +16,9 @@ from safetensors.torch import load_file
 
 from mamo.trainer.metrics import read_metrics
 
-from train_helpers import REPO, TINY, env, run_cli
+from train_helpers import REPO, STEPS, env, run_cli, train_args
 
-STEPS = 10  # 8 steps per epoch: the runs cross an epoch boundary
 LOSS_KEYS = ("loss", "itc", "itm", "mmm", "mmm_implicit", "mmm_visual", "mmm_concept")
-
-
-def train_args(dataset, run_dir, *extra):
-    return ["-m", "mamo.train", "--config", "configs/tiny.yaml", "--run-dir", str(run_dir), "--no-progress",
-            f"data.version_dir={dataset}", *TINY, f"train.steps={STEPS}", "train.ckpt_every=3",
-            "train.keep_last=2", *extra]
-
-
-@pytest.fixture(scope="module")
-def reference(dataset, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("ref") / "run"
-    r = run_cli(train_args(dataset, run_dir))
-    assert r.returncode == 0, r.stderr[-3000:]
-    return run_dir
 
 
 @pytest.mark.slow

@@ -119,7 +119,7 @@ def test_incompatible_checkpoint_refused(tmp_path):
     model = Toy()
     meta = {"model": {"preset": "tiny", "embed_dim": 256}, "vocab_id": "aaa", "num_concepts": 7}
     path = ckpt.save_checkpoint(tmp_path, 1, model, {"step": 1}, meta, keep_last=1)
-    with pytest.raises(ckpt.CheckpointError, match=r"another model \(model.preset"):
+    with pytest.raises(ckpt.CheckpointError, match=r"another model \(model.preset: checkpoint 'tiny', config 'small'"):
         ckpt.load_checkpoint(path, Toy(), {**meta, "model": {"preset": "small", "embed_dim": 256}})
     with pytest.raises(ckpt.CheckpointError, match="another concept vocabulary"):
         ckpt.load_checkpoint(path, Toy(), {**meta, "vocab_id": "bbb"})

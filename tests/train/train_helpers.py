@@ -22,6 +22,15 @@ TINY = [
 ]
 
 
+STEPS = 10  # 8 steps per epoch at batch 4: the reference run crosses an epoch boundary
+
+
+def train_args(dataset: Path, run_dir: Path, *extra: str) -> list[str]:
+    return ["-m", "mamo.train", "--config", "configs/tiny.yaml", "--run-dir", str(run_dir), "--no-progress",
+            f"data.version_dir={dataset}", *TINY, f"train.steps={STEPS}", "train.ckpt_every=3",
+            "train.keep_last=2", *extra]
+
+
 def env() -> dict[str, str]:
     e = dict(os.environ)
     e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
