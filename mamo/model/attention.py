@@ -58,7 +58,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         # Lazy: kernels/ is optional at import time and needs triton.
         from kernels.attention import fused_attention
 
-        return fused_attention(q, k, v, key_padding_mask=key_padding_mask, sm_scale=sm_scale)
+        return fused_attention(q, k, v, key_padding_mask=key_padding_mask, sm_scale=sm_scale,
+                               impl="triton")
     raise ValueError(f"unknown attention impl {impl!r}; expected one of {IMPLS}")
 
 

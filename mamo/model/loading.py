@@ -148,7 +148,7 @@ def load_bert_into(text: nn.Module, fusion: nn.Module | None, source: str | Path
     report = LoadReport(source=where)
     targets = {"text": dict(text.named_parameters())}
     if fusion is not None:
-        targets["fusion"] = {n: p for n, p in fusion.named_parameters() if n.startswith("blocks.")}
+        targets["fusion"] = dict(fusion.named_parameters())
     for key, tensor in sd.items():
         hit = _bert_target(key, len(text.blocks))
         if hit is None or hit[0] not in targets or hit[1] not in targets[hit[0]]:

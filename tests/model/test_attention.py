@@ -55,12 +55,17 @@ def test_probs_are_distributions_over_real_keys():
 def test_triton_kernel_matches_eager():
     # kernels/ runs in Triton's interpreter on CPU (TRITON_INTERPRET=1 from tests/conftest.py).
     pytest.importorskip("triton")
-    q, k, v = _qkv(b=2, h=2, s=16, d=16, seed=2)
-    mask = torch.zeros(2, 16, dtype=torch.bool)
+    q, k, v = _qkv(b=3, h=2, s=16, d=16, seed=2)
+    mask = torch.zeros(3, 16, dtype=torch.bool)
     mask[1, 11:] = True
+    mask[2, :] = True
     got = attention(q, k, v, mask, "triton")
+    grads = torch.autograd.grad(got.sum(), (q, k, v))
     want = attention(q, k, v, mask, "eager")
+    want_grads = torch.autograd.grad(want.sum(), (q, k, v))
     torch.testing.assert_close(got, want, rtol=2e-4, atol=2e-4)
+    for a, b in zip(grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
 
 
 def test_unknown_impl_and_non_bool_mask_are_errors():
