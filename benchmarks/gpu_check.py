@@ -426,6 +426,73 @@ def regression_section(rep: Report, plan: dict[str, Any], deadline: float) -> No
         rep.save()
 
 
+def profile_section(rep: Report, plan: dict[str, Any]) -> None:
+    """Where the time of one Triton attention fwd+bwd goes (torch.profiler), small and large."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from kernels.attention import fused_attention
+
+    dev = torch.device(DEVICE)
+    rows = []
+    shapes = ((128, 40, 40), (128, 297, 40)) if DEVICE == "cuda" else ((1, 20, 5),)
+    for B, S, T in shapes:
+        q, k, v = (torch.randn(B, 12, S, 64, device=dev, dtype=torch.bfloat16, requires_grad=True)
+                   for _ in range(3))
+        mask = padding_mask(B, S, T, dev)
+        do = torch.randn_like(q)
+
+        def step():
+            return torch.autograd.grad(fused_attention(q, k, v, mask, impl="triton"), (q, k, v), do)
+
+        for _ in range(3):
+            step()
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(20):
+            step()
+        cpu_issue = (time.perf_counter() - t0) / 20 * 1e3
+        sync()
+        wall = (time.perf_counter() - t0) / 20 * 1e3
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEVICE == "cuda" else [])
+        with profile(activities=acts) as prof:
+            for _ in range(5):
+                step()
+            sync()
+        table = prof.key_averages().table(sort_by="self_cuda_time_total" if DEVICE == "cuda"
+                                          else "self_cpu_time_total", row_limit=14)
+        print(f"  profile B{B} S{S}: python issue {cpu_issue:.3f} ms/iter, wall {wall:.3f} ms/iter")
+        print(table)
+        rows.append({"shape": f"B{B} H12 S{S} D64 bf16", "issue_ms": cpu_issue, "wall_ms": wall,
+                     "table": table})
+    rep.data["profile"] = rows
+
+
+def ce_sweep_section(rep: Report, plan: dict[str, Any]) -> None:
+    """Fused CE time and peak memory against chunk size (rows per logits buffer)."""
+    import torch
+
+    from kernels.cross_entropy import fused_linear_cross_entropy
+
+    dev = torch.device(DEVICE)
+    N, D, V = (8192, 768, 30522) if DEVICE == "cuda" else (16, 16, 50)
+    h = torch.randn(N, D, device=dev, dtype=torch.bfloat16, requires_grad=True)
+    w = (torch.randn(V, D, device=dev) / math.sqrt(D)).to(torch.bfloat16).requires_grad_(True)
+    b = torch.zeros(V, device=dev, dtype=torch.bfloat16, requires_grad=True)
+    labels = torch.randint(0, V, (N,), device=dev)
+    rows = []
+    for chunk in (256, 549, 1024, 2048, 4096, 8192):
+        def fused():
+            return torch.autograd.grad(
+                fused_linear_cross_entropy(h, w, b, labels, impl="triton", chunk_rows=chunk), (h, w, b))
+
+        ms = cuda_time_ms(fused, plan["iters"], plan["warmup"])
+        row = {"N": N, "D": D, "V": V, "chunk_rows": chunk, "ms": ms, "peak_mib": peak_mib(fused)}
+        print("  ce sweep", row)
+        rows.append(row)
+    rep.data["ce_sweep"] = rows
+
+
 # ----------------------------------------------------------------------------- data + train
 def data_section(rep: Report, plan: dict[str, Any], args: argparse.Namespace) -> None:
     import torch
@@ -602,13 +669,15 @@ def main(argv: list[str] | None = None) -> int:
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "quick": args.quick}
     rep = Report(Path(args.out), meta)
     print("gpu_check:", json.dumps(meta))
-    torch.backends.cuda.matmul.allow_tf32 = True
+    # TF32 stays off: the fp32 references must be true fp32 for the fp32 checks.
     sections = {
         "attention": lambda: attention_section(rep, plan, deadline),
         "cross_entropy": lambda: cross_entropy_section(rep, plan, deadline),
         "regression": lambda: regression_section(rep, plan, deadline),
         "data": lambda: data_section(rep, plan, args),
         "train": lambda: train_section(rep, plan),
+        "profile": lambda: profile_section(rep, plan),
+        "ce_sweep": lambda: ce_sweep_section(rep, plan),
     }
     for name in args.sections:
         if name not in sections:

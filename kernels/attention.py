@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 
 from kernels.dispatch import dot_in_fp32, interpreter_enabled, select_impl
+from kernels.tuning import LaunchConfig, launch_tuned
 
 LOG2E = 1.4426950408889634
 
@@ -164,10 +165,11 @@ def _attn_bwd_dkdv_kernel(
 
 @triton.jit
 def _attn_bwd_dq_kernel(
-    Q, K, V, Mask, DO, LSE, DELTA, DQ,
+    Q, K, V, Mask, O, DO, LSE, DELTA, DQ,
     sqb, sqh, sqm, sqd,
     skb, skh, skn, skd,
     svb, svh, svn, svd,
+    sob, soh, som, sod,
     sdob, sdoh, sdom, sdod,
     sgb, sgh, sgm, sgd,
     smb,
@@ -195,7 +197,13 @@ def _attn_bwd_dq_kernel(
         q = q.to(tl.float32)
         do = do.to(tl.float32)
     lse = tl.load(LSE + pid_bh.to(tl.int64) * SEQ_Q + offs_m, mask=row_ok, other=0.0)
-    delta = tl.load(DELTA + pid_bh.to(tl.int64) * SEQ_Q + offs_m, mask=row_ok, other=0.0)
+    # delta_i = sum_d dO_id O_id, computed here for this block's rows and stored for the
+    # dK/dV kernel, which runs next.
+    o = tl.load(O + b.to(tl.int64) * sob + h.to(tl.int64) * soh
+                + offs_m[:, None] * som + offs_d[None, :] * sod,
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(DELTA + pid_bh.to(tl.int64) * SEQ_Q + offs_m, delta, mask=row_ok)
     k_base = K + b.to(tl.int64) * skb + h.to(tl.int64) * skh
     v_base = V + b.to(tl.int64) * svb + h.to(tl.int64) * svh
 
@@ -226,31 +234,19 @@ def _attn_bwd_dq_kernel(
              dq.to(DQ.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
 
 
-def _cuda_configs(pairs: list[tuple[int, int, int, int]]) -> list[triton.Config]:
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
-            for m, n, w, s in pairs]
+# Tried once per shape on CUDA (block_m, block_n, num_warps, num_stages); the interpreter
+# takes one small block so that tiny test shapes still cross tile borders.
+_FWD_CONFIGS = [LaunchConfig(128, 64, 4, 3), LaunchConfig(128, 128, 8, 3),
+                LaunchConfig(64, 64, 4, 3), LaunchConfig(128, 32, 4, 4)]
+_DKDV_CONFIGS = [LaunchConfig(32, 128, 8, 2), LaunchConfig(64, 128, 8, 2),
+                 LaunchConfig(32, 64, 4, 3), LaunchConfig(64, 64, 4, 2)]
+_DQ_CONFIGS = [LaunchConfig(128, 32, 8, 2), LaunchConfig(128, 64, 8, 2),
+               LaunchConfig(64, 64, 4, 3), LaunchConfig(64, 32, 4, 3)]
+_INTERP_CONFIGS = [LaunchConfig(_INTERP_BLOCK, _INTERP_BLOCK, 4, 1)]
 
 
-if interpreter_enabled():
-    # The interpreter cannot benchmark configs (no CPU do_bench): one fixed block size.
-    _fwd = _attn_fwd_kernel
-    _bwd_dkdv = _attn_bwd_dkdv_kernel
-    _bwd_dq = _attn_bwd_dq_kernel
-else:
-    _KEY = ["SEQ_Q", "SEQ_K", "HEAD_DIM", "DOT_FP32", "HAS_MASK"]
-    _fwd = triton.autotune(
-        _cuda_configs([(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 32, 4, 4)]),
-        key=_KEY)(_attn_fwd_kernel)
-    _bwd_dkdv = triton.autotune(
-        _cuda_configs([(32, 128, 8, 2), (64, 128, 8, 2), (32, 64, 4, 3), (64, 64, 4, 2)]),
-        key=_KEY)(_attn_bwd_dkdv_kernel)
-    _bwd_dq = triton.autotune(
-        _cuda_configs([(128, 32, 8, 2), (128, 64, 8, 2), (64, 64, 4, 3), (64, 32, 4, 3)]),
-        key=_KEY)(_attn_bwd_dq_kernel)
-
-
-def _block_kwargs() -> dict:
-    return {"BLOCK_M": _INTERP_BLOCK, "BLOCK_N": _INTERP_BLOCK} if interpreter_enabled() else {}
+def _configs(cuda_configs: list[LaunchConfig]) -> list[LaunchConfig]:
+    return _INTERP_CONFIGS if interpreter_enabled() else cuda_configs
 
 
 def _mask_arg(key_padding_mask: torch.Tensor | None, q: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -272,41 +268,42 @@ def _triton_forward(q, k, v, mask, sm_scale):
     lse = torch.empty((B * H, Sq), dtype=torch.float32, device=q.device)
     m, smb = _mask_arg(mask, q)
     block_d = max(16, triton.next_power_of_2(D))
-    grid = lambda meta: (triton.cdiv(Sq, meta["BLOCK_M"]), B * H)  # noqa: E731
-    _fwd[grid](
-        q, k, v, m, o, lse,
-        *q.stride(), *k.stride(), *v.stride(), *o.stride(), smb,
-        H, Sq, Sk, D, sm_scale * LOG2E,
-        HAS_MASK=mask is not None, DOT_FP32=dot_in_fp32(q.dtype), PRECISION=_precision(q.dtype),
-        BLOCK_D=block_d, **_block_kwargs(),
-    )
+    dot_fp32 = dot_in_fp32(q.dtype)
+    launch_tuned(
+        _attn_fwd_kernel, lambda c: (triton.cdiv(Sq, c.block_m), B * H),
+        (q, k, v, m, o, lse, *q.stride(), *k.stride(), *v.stride(), *o.stride(), smb,
+         H, Sq, Sk, D, sm_scale * LOG2E),
+        dict(HAS_MASK=mask is not None, DOT_FP32=dot_fp32, PRECISION=_precision(q.dtype),
+             BLOCK_D=block_d),
+        ("fwd", q.device, q.dtype, Sq, Sk, D, mask is not None), _configs(_FWD_CONFIGS))
     return o, lse
 
 
 def _triton_backward(do, q, k, v, o, lse, mask, sm_scale):
     B, H, Sq, D = q.shape
     Sk = k.shape[2]
-    # delta_i = sum_d dO_id * O_id: a cheap row reduction, left to PyTorch.
-    delta = (do.float() * o.float()).sum(-1).reshape(B * H, Sq).contiguous()
+    delta = torch.empty((B * H, Sq), dtype=torch.float32, device=q.device)
     dq = torch.empty((B, H, Sq, D), dtype=q.dtype, device=q.device)
     dk = torch.empty((B, H, Sk, D), dtype=k.dtype, device=k.device)
     dv = torch.empty((B, H, Sk, D), dtype=v.dtype, device=v.device)
     m, smb = _mask_arg(mask, q)
     block_d = max(16, triton.next_power_of_2(D))
     common = dict(HAS_MASK=mask is not None, DOT_FP32=dot_in_fp32(q.dtype),
-                  PRECISION=_precision(q.dtype), BLOCK_D=block_d, **_block_kwargs())
-    grid_kv = lambda meta: (triton.cdiv(Sk, meta["BLOCK_N"]), B * H)  # noqa: E731
-    _bwd_dkdv[grid_kv](
-        q, k, v, m, do, lse, delta, dk, dv,
-        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), smb,
-        H, Sq, Sk, D, sm_scale * LOG2E, sm_scale, **common,
-    )
-    grid_q = lambda meta: (triton.cdiv(Sq, meta["BLOCK_M"]), B * H)  # noqa: E731
-    _bwd_dq[grid_q](
-        q, k, v, m, do, lse, delta, dq,
-        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(), smb,
-        H, Sq, Sk, D, sm_scale * LOG2E, sm_scale, **common,
-    )
+                  PRECISION=_precision(q.dtype), BLOCK_D=block_d)
+    key = (q.device, q.dtype, Sq, Sk, D, mask is not None)
+    # dQ first: it also computes delta = rowsum(dO * O), which the dK/dV kernel needs.
+    launch_tuned(
+        _attn_bwd_dq_kernel, lambda c: (triton.cdiv(Sq, c.block_m), B * H),
+        (q, k, v, m, o, do, lse, delta, dq,
+         *q.stride(), *k.stride(), *v.stride(), *o.stride(), *do.stride(), *dq.stride(), smb,
+         H, Sq, Sk, D, sm_scale * LOG2E, sm_scale),
+        common, ("dq",) + key, _configs(_DQ_CONFIGS))
+    launch_tuned(
+        _attn_bwd_dkdv_kernel, lambda c: (triton.cdiv(Sk, c.block_n), B * H),
+        (q, k, v, m, do, lse, delta, dk, dv,
+         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), smb,
+         H, Sq, Sk, D, sm_scale * LOG2E, sm_scale),
+        common, ("dkdv",) + key, _configs(_DKDV_CONFIGS))
     return dq, dk, dv
 
 

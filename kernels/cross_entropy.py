@@ -19,8 +19,11 @@ import triton.language as tl
 
 from kernels.dispatch import interpreter_enabled, select_impl
 
-# Upper bound on the elements of one chunk's logits buffer (64 MiB in fp32).
-_CHUNK_ELEMENTS = 1 << 24
+# Upper bound on the elements of one chunk's logits buffer: 2^26 (128 MiB in bf16), about
+# 2,200 rows at V = 30,522. Measured on an H200 (N 8192, D 768, V 30522, bf16, fwd+bwd):
+# 549 rows 10.3 ms / 269 MiB peak, 2048 rows 7.3 ms / 483 MiB, all 8192 rows 6.5 ms / 1.5 GiB;
+# eager (full logits) 8.0 ms / 3.3 GiB. Smaller chunks starve the matmuls.
+_CHUNK_ELEMENTS = 1 << 26
 
 
 @triton.jit
