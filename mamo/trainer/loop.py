@@ -18,7 +18,6 @@ import math
 import random
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -329,8 +328,8 @@ def _train(p: Prepared, info: DistInfo, progress: bool) -> int:
             optimizer.zero_grad(set_to_none=True)
             bad_in_a_row += 1
             if info.is_main:
-                warnings.warn(f"step {step + 1}: non-finite loss or gradient; update skipped "
-                              f"({bad_in_a_row}/{tc.max_nonfinite} in a row)", RuntimeWarning, stacklevel=1)
+                tqdm.write(f"warning: step {step + 1}: non-finite loss or gradient; update skipped "
+                           f"({bad_in_a_row}/{tc.max_nonfinite} in a row)", file=sys.stderr)
         else:
             optimizer.step()
             model.momentum_update()  # EMA on the unwrapped module, after every optimizer step
@@ -369,7 +368,8 @@ def _train(p: Prepared, info: DistInfo, progress: bool) -> int:
                 f"{bad_in_a_row} non-finite steps in a row (train.max_nonfinite={tc.max_nonfinite}); "
                 f"stopped at step {step}, last good checkpoint: {last_ckpt or 'none'}"
             )
-        if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == p.total_steps:
+        # No checkpoint during a non-finite streak: the last one written stays the last good one.
+        if bad_in_a_row == 0 and ((tc.ckpt_every and step % tc.ckpt_every == 0) or step == p.total_steps):
             _save(p, info, model, optimizer, scheduler, stream, step)
 
     bar.close()

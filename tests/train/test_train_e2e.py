@@ -101,3 +101,19 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_losses(reference, dataset,
     fa = load_file(str(run_dir / "final" / "model.safetensors"))
     fb = load_file(str(reference / "final" / "model.safetensors"))
     assert fa.keys() == fb.keys() and all(torch.equal(fa[k], fb[k]) for k in fa)
+
+
+@pytest.mark.slow
+def test_nonfinite_steps_skipped_then_abort_keeping_last_good_checkpoint(dataset, tmp_path):
+    run_dir = tmp_path / "diverge"
+    # A absurd learning rate: step 1 is finite, its update blows the weights up, every later
+    # loss is non-finite.
+    r = run_cli(train_args(dataset, run_dir, "train.ckpt_every=1", "optim.lr=1.0e+30", "train.max_nonfinite=3"))
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert r.stderr.count("non-finite loss or gradient; update skipped") == 3
+    assert "3 non-finite steps in a row" in r.stderr and "step_0000001" in r.stderr
+    recs = read_metrics(run_dir / "metrics.jsonl")
+    assert [x["skipped"] for x in recs] == [False, True, True, True]
+    assert math.isfinite(recs[0]["loss"]) and not math.isfinite(float(recs[1]["loss"]))
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_0000001"]
+    assert not (run_dir / "final").exists()
