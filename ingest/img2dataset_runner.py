@@ -1,10 +1,8 @@
-"""Runs ``img2dataset.download``, in this process or in a child process
-(``python -m ingest.img2dataset_runner PARAMS.json``).
+"""Runs ``img2dataset.download`` in this process (any thread), or in a child process
+(``python -m ingest.img2dataset_runner PARAMS.json``) when its output should be isolated.
 
-Why a child process off the main thread: img2dataset installs a SIGINT handler (only allowed in the main thread,
-which a Prefect task thread is not), spawns workers that re-import the caller's main module,
-and prints a lot. Isolated here, the caller's thread, signals and output stay its own, and a
-killed run leaves only img2dataset's own incremental state behind.
+img2dataset's own SIGINT handler is kept out (see ``_NoSigint``). Its workers are spawned, so
+they re-import the caller's main module: callers need a ``__main__`` guard.
 """
 from __future__ import annotations
 
@@ -56,34 +54,40 @@ def img2dataset_params(url_list: str | Path, output_folder: str | Path, image_si
     )
 
 
+class _NoSigint:
+    """Stands in for the ``signal`` module inside ``img2dataset.main``: its SIGINT handler
+    would exit(0) on Ctrl-C (turning an interrupt into success) and cannot be installed from
+    a non-main thread such as a Prefect task's."""
+
+    def __getattr__(self, name: str) -> Any:
+        import signal
+
+        return getattr(signal, name)
+
+    @staticmethod
+    def signal(signum: int, handler: Any) -> Any:
+        return None
+
+
 def run_in_process(params: dict[str, Any]) -> None:
-    """Call ``img2dataset.download`` here (main thread only: it installs a SIGINT handler,
-    which we put back afterwards)."""
-    import signal
-
+    """Call ``img2dataset.download`` in this process (any thread)."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    from img2dataset import download
+    import img2dataset  # noqa: F401 - loads the module below
 
-    previous = signal.getsignal(signal.SIGINT)
-    try:
-        download(**params)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    # (the package re-exports a function named ``main``, hiding the module of that name)
+    i2d_main = sys.modules["img2dataset.main"]
+    i2d_main.signal = _NoSigint()  # type: ignore[assignment]
+    i2d_main.download(**params)
 
 
 def run_img2dataset(params: dict[str, Any], log_path: str | Path | None = None,
-                    in_process: bool | None = None) -> None:
-    """Run img2dataset: in this process when called from the main thread (saves one
-    interpreter start and the ~4 s CPU import of img2dataset), else in a child process;
-    ``in_process`` forces either. A child's output goes to ``log_path``; a nonzero exit
-    raises with the log's tail."""
+                    in_process: bool = True) -> None:
+    """Run img2dataset in this process (default), or in a child process whose output goes to
+    ``log_path`` (a nonzero exit raises with the log's tail). Workers are spawned either
+    way, so the calling program needs an ``if __name__ == "__main__"`` guard."""
     check_distributor(params.get("distributor", "multiprocessing"))
     out = Path(params["output_folder"])
     out.mkdir(parents=True, exist_ok=True)
-    if in_process is None:
-        import threading
-
-        in_process = threading.current_thread() is threading.main_thread()
     if in_process:
         run_in_process(params)
         return
