@@ -79,7 +79,12 @@ def up_to_date(version_dir: str | Path, cfg: ConceptsConfig) -> str | None:
         return None
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     plan = plan_build(version_dir, cfg)
-    return latest if meta.get("build_key") == plan.key else None
+    if meta.get("build_key") != plan.key:
+        return None
+    annotations = concepts_root(version_dir) / latest / ANNOTATIONS_DIR
+    if any(not (annotations / f"{stem}.jsonl").is_file() for stem, _ in plan.shards):
+        return None  # incomplete (files deleted by hand): a build puts them back
+    return latest
 
 
 def extract_step(plan: BuildPlan, stem: str, tar_path: str, cfg: ConceptsConfig) -> dict[str, Any]:
@@ -129,12 +134,21 @@ def write_latest(version_dir: str | Path, vocab_id: str) -> None:
     os.replace(tmp, root / LATEST)
 
 
+def _restore_missing(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in sorted(src.glob("*.jsonl")):
+        if not (dst / f.name).exists():
+            os.replace(f, dst / f.name)
+
+
 def commit_step(plan: BuildPlan, staging: str | Path, vocab_id: str) -> Path:
     """Move the staged version into place (unless identical content is there) and point LATEST."""
     staging = Path(staging)
     final = concepts_root(plan.version_dir) / vocab_id
     if final.is_dir():
-        # same vocab_id = same content by construction; the existing version stays untouched
+        # same vocab_id = same content by construction: existing files stay untouched, only
+        # annotation files lost since (deleted by hand) are put back
+        _restore_missing(staging / ANNOTATIONS_DIR, final / ANNOTATIONS_DIR)
         shutil.rmtree(staging)
     else:
         try:

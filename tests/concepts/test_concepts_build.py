@@ -74,6 +74,10 @@ def test_same_corpus_gives_byte_identical_versions(tmp_path):
     before = tree_bytes(ra.path)
     forced = build_concepts(a, cfg(), force=True)
     assert forced.rebuilt and forced.vocab_id == ra.vocab_id and tree_bytes(ra.path) == before
+    # a deleted annotation file makes the version out of date; a build restores it
+    (ra.path / "annotations" / "00001.jsonl").unlink()
+    repaired = build_concepts(a, cfg())
+    assert repaired.rebuilt and tree_bytes(ra.path) == before
 
 
 def test_changed_threshold_new_version_old_intact(tmp_path):
