@@ -55,11 +55,11 @@ def build_backbone(model_cfg: ModelConfig, loss_cfg: LossConfig, init: str | Pat
 
     if init is None:
         model = MAMO(model_cfg, loss_cfg)
-        log("[finetune] backbone: random initialisation (no --init)")
+        log("backbone: random initialisation (no --init)")
         return model, model_cfg
     weights, config_yaml = resolve_init(init)
     if config_yaml is None:
-        log(f"[finetune] no config.yaml above {weights}; assuming the configured model section")
+        log(f"no config.yaml above {weights}; assuming the configured model section")
     else:
         model_cfg = model_config_of(config_yaml)
     # weights come from the checkpoint: do not load BERT/ViT initial weights first
@@ -71,8 +71,8 @@ def build_backbone(model_cfg: ModelConfig, loss_cfg: LossConfig, init: str | Pat
         raise RuntimeError(f"{weights} does not fit the model: missing {sorted(real_missing)[:5]}")
     if unexpected:
         # pre-training heads (MMM) are not used by fine-tuning
-        log(f"[finetune] {len(unexpected)} pre-training tensors not used (e.g. {sorted(unexpected)[0]})")
-    log(f"[finetune] backbone: {weights}")
+        log(f"{len(unexpected)} pre-training tensors not used (e.g. {sorted(unexpected)[0]})")
+    log(f"backbone: {weights}")
     return model, model_cfg
 
 

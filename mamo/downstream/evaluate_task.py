@@ -66,7 +66,8 @@ def headline(results: dict[str, Any]) -> str:
     t = results["task"]
     if t == "vqa":
         return (f"vqa {results['split']}: VQA score {results['vqa_score']:.1f} "
-                f"(majority-answer baseline {results['baseline_majority']:.1f}), n={results['n']}")
+                f"(majority-answer baseline {results['baseline_majority']:.1f}, question-type prior "
+                f"{results['baseline_question_type_prior']:.1f}), n={results['n']}")
     if t == "nlvr2":
         return (f"nlvr2 {results['split']}: accuracy {results['accuracy']:.1f} "
                 f"(chance 50.0, majority {results['baseline_majority']:.1f}), n={results['n']}")

@@ -36,6 +36,7 @@ def test_task_finetunes_and_evaluates(task, synth_version, synth_tasks, tmp_path
     assert headline(res).startswith(task)
     if task == "vqa":
         assert 0 <= res["vqa_score"] <= 100 and res["n"] > 0 and res["baseline_majority"] > 0
+        assert res["baseline_question_type_prior"] >= res["baseline_majority"]
         assert (out / "head.safetensors").is_file()
         assert set(res["by_answer_type"]) <= {"yes/no", "number", "other"}
     elif task == "nlvr2":

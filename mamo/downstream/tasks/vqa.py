@@ -63,7 +63,13 @@ def finetune(ctx: Context, model) -> TaskState:
 
     history = train_loop(ctx, model, head, len(train), step)
     majority = Counter(normalize_answer(q.multiple_choice_answer or q.answers[0]) for q in train).most_common(1)[0][0]
+    # a stronger blind baseline: the most frequent answer of each question type (language prior)
+    by_type: dict[str, Counter] = {}
+    for q in train:
+        by_type.setdefault(q.question_type or "", Counter())[normalize_answer(q.multiple_choice_answer or q.answers[0])] += 1
+    prior = {t: c.most_common(1)[0][0] for t, c in sorted(by_type.items())}
     return TaskState(head=head, meta={"answers": answers, "majority_answer": majority,
+                                      "prior_by_question_type": prior,
                                       "final_loss": history[-1]["loss"] if history else None})
 
 
@@ -76,6 +82,7 @@ def evaluate(ctx: Context, model, state: TaskState, batch_size: int = 64) -> dic
     qs = [q for q in load_split(ctx, ctx.cfg.data.eval_split) if q.answers]
     answers = state.meta["answers"]
     majority = state.meta["majority_answer"]
+    prior = state.meta.get("prior_by_question_type", {})
     model.eval()
     state.head.eval()
     preds: list[str] = []
@@ -95,6 +102,8 @@ def evaluate(ctx: Context, model, state: TaskState, batch_size: int = 64) -> dic
         "by_answer_type": {k: 100.0 * sum(v) / len(v) for k, v in sorted(by_type.items())},
         "baseline_majority": 100.0 * sum(vqa_score(majority, q.answers) for q in qs) / n,
         "majority_answer": majority,
+        "baseline_question_type_prior": 100.0 * sum(
+            vqa_score(prior.get(q.question_type or "", majority), q.answers) for q in qs) / n,
         "examples": [{"question": q.question, "prediction": p, "answer": q.multiple_choice_answer}
                      for q, p in list(zip(qs, preds))[:10]],
     }
