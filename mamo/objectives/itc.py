@@ -100,7 +100,8 @@ def itc_loss(image_feat: torch.Tensor, text_feat: torch.Tensor,
     sim_t2i = text_feat @ torch.cat([img_all, img_q]).t() / temp
     with torch.no_grad():
         onehot = torch.zeros_like(sim_i2t, dtype=torch.float32)
-        onehot[torch.arange(b), rank * b + torch.arange(b)] = 1.0
+        rows = torch.arange(b, device=onehot.device)
+        onehot[rows, rank * b + rows] = 1.0
         if alpha > 0:
             sim_i2t_m = image_feat_m @ torch.cat([txt_m_all, txt_q]).t() / temp
             sim_t2i_m = text_feat_m @ torch.cat([img_m_all, img_q]).t() / temp
