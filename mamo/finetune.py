@@ -41,7 +41,7 @@ def finetune(cfg: Any, log=None) -> dict[str, Any]:
     mod = task_module(cfg.task)
     heat_dir = out / "heatmaps"
 
-    def run_eval(state):
+    def run_eval(state, heat_dir=heat_dir):
         if cfg.task == "grounding":
             return mod.evaluate(ctx, model, state, out_dir=heat_dir)
         return mod.evaluate(ctx, model, state)
@@ -49,7 +49,7 @@ def finetune(cfg: Any, log=None) -> dict[str, Any]:
     results: dict[str, Any] = {}
     if cfg.task in ("retrieval", "grounding"):
         # zero-shot figures of the pre-trained backbone, the reference for fine-tuning
-        before = run_eval(None)
+        before = run_eval(None, out / "heatmaps_zero_shot")
         log("zero-shot: " + headline(before))
         results["zero_shot"] = before
     state = mod.finetune(ctx, model)

@@ -47,8 +47,8 @@ def test_task_finetunes_and_evaluates(task, synth_version, synth_tasks, tmp_path
     else:
         assert 0 <= res["accuracy"] <= 100 and res["mean_proposals"] >= 2
         assert res["baseline_random_proposal"] > 0
-        pngs = list((out / "heatmaps").glob("*.png"))
-        assert len(pngs) == 2
+        assert len(list((out / "heatmaps").glob("*.png"))) == 2
+        assert len(list((out / "heatmaps_zero_shot").glob("*.png"))) == 2
     # the saved checkpoint gives the same figures
     again = evaluate_task(task, cfg, out, log=lambda m: None)
     key = {"vqa": "vqa_score", "nlvr2": "accuracy", "retrieval": "r_mean", "grounding": "accuracy"}[task]
