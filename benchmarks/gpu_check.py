@@ -214,7 +214,7 @@ def peak_mib(fn: Callable[[], Any]) -> float | None:
 
 
 def rel_err(a, b) -> float:
-    a, b = a.float(), b.float()
+    a, b = a.detach().float(), b.detach().float()
     if not (a.isfinite().all() and b.isfinite().all()):
         return float("inf") if not a.isfinite().all() else float("nan")
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-6))

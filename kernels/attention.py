@@ -249,11 +249,10 @@ def _configs(cuda_configs: list[LaunchConfig]) -> list[LaunchConfig]:
     return _INTERP_CONFIGS if interpreter_enabled() else cuda_configs
 
 
-def _mask_arg(key_padding_mask: torch.Tensor | None, q: torch.Tensor) -> tuple[torch.Tensor, int]:
-    if key_padding_mask is None:
+def _mask_arg(mask_i8: torch.Tensor | None, q: torch.Tensor) -> tuple[torch.Tensor, int]:
+    if mask_i8 is None:
         return q, 0  # any pointer: never read when HAS_MASK is False
-    m = key_padding_mask.to(torch.int8).contiguous()
-    return m, m.stride(0)
+    return mask_i8, mask_i8.stride(0)
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -310,9 +309,11 @@ def _triton_backward(do, q, k, v, o, lse, mask, sm_scale):
 class _FusedAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, key_padding_mask, sm_scale):
-        o, lse = _triton_forward(q, k, v, key_padding_mask, sm_scale)
+        # int8 once, shared by forward and backward (the kernels read one byte per key)
+        mask_i8 = None if key_padding_mask is None else key_padding_mask.to(torch.int8).contiguous()
+        o, lse = _triton_forward(q, k, v, mask_i8, sm_scale)
         ctx.save_for_backward(q, k, v, o, lse)
-        ctx.key_padding_mask = key_padding_mask
+        ctx.key_padding_mask = mask_i8
         ctx.sm_scale = sm_scale
         return o
 
