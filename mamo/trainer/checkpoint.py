@@ -190,8 +190,14 @@ def check_compatible(meta: dict[str, Any], expected: dict[str, Any], where: str)
             )
 
 
+# Model settings that do not change which weights exist or what they mean.
+NOT_WEIGHT_DEFINING = {"model.attn_impl", "model.text_init", "model.vision_init", "model.dropout"}
+
+
 def _diff(a: Any, b: Any, prefix: str) -> list[tuple[str, Any, Any]]:
     """Leaves that differ between two nested dicts, as (dotted key, a's value, b's value)."""
+    if prefix in NOT_WEIGHT_DEFINING:
+        return []
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b)):

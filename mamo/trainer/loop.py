@@ -222,6 +222,20 @@ def build_model(cfg: RunConfig, num_concepts: int) -> nn.Module:
     return MAMO(cfg.model, cfg.loss, num_concepts)
 
 
+def compile_blocks(model: nn.Module) -> int:
+    """``torch.compile`` every transformer block in place (torchtitan-style, per block).
+
+    The top-level forward draws masks from generators, samples hard negatives and all-gathers
+    features: a whole-model graph would break there and recompile often. The blocks hold
+    nearly all the FLOPs and are identical in shape, so one compiled graph serves them all,
+    online and momentum copies alike. Returns the number of blocks compiled.
+    """
+    blocks = [m for m in model.modules() if type(m).__name__.endswith("Block")]
+    for block in blocks:
+        block.compile()
+    return len(blocks)
+
+
 def _write_run_files(p: Prepared) -> None:
     p.run_dir.mkdir(parents=True, exist_ok=True)
     (p.run_dir / CONFIG_FILE).write_text(p.config_yaml, encoding="utf-8")
@@ -282,8 +296,9 @@ def _train(p: Prepared, info: DistInfo, progress: bool) -> int:
     barrier(info)
     logger = MetricsLogger(p.run_dir, enabled=info.is_main, tensorboard=tc.tensorboard)
 
+    if tc.compile:
+        compile_blocks(model)
     ddp_model = wrap_ddp(model, info, _find_unused(cfg))
-    fwd_model = torch.compile(ddp_model) if tc.compile else ddp_model
     amp_dtype = autocast_dtype(tc.precision, device)
     stream = BatchStream(p.loader)  # already positioned by prepare() when resuming
 
@@ -313,7 +328,7 @@ def _train(p: Prepared, info: DistInfo, progress: bool) -> int:
             sync = contextlib.nullcontext() if (last or not info.distributed) else ddp_model.no_sync()
             with sync:
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    out = fwd_model(batch, generator_seed=step_seed(tc.seed, step, micro, info.rank))
+                    out = ddp_model(batch, generator_seed=step_seed(tc.seed, step, micro, info.rank))
                 (out["loss"] / tc.grad_accum).backward()
             for k, v in out.items():
                 s = _scalar(v)

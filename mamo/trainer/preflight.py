@@ -23,6 +23,10 @@ DATA_VERSIONS_FILE = "data_versions.json"
 # Sections that must not change when a run is resumed (they define the weights and the data
 # stream); optim/train/run may change, e.g. to extend a run with more steps.
 FROZEN_SECTIONS = ("model", "loss", "data")
+# ...except these, which change speed or where things run, not the weights or the data stream
+# (data.vocab_id: "latest" vs the id it resolved to; the resolved ids are compared instead).
+MAY_CHANGE_ON_RESUME = {"model.attn_impl", "model.text_init", "model.vision_init", "data.vocab_id",
+                        "data.num_threads", "data.num_workers", "data.device_id", "data.decode", "data.backend"}
 
 
 class StartError(RuntimeError):
@@ -123,6 +127,8 @@ def check_data(version_dir: Path, vocab_id: str) -> dict[str, Any]:
 
 
 def _first_diff(a: Any, b: Any, prefix: str) -> str | None:
+    if prefix in MAY_CHANGE_ON_RESUME:
+        return None
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
             d = _first_diff(a.get(k), b.get(k), f"{prefix}.{k}")
