@@ -15,8 +15,15 @@ def _cmd_synthetic(a: argparse.Namespace) -> int:
 
     cfg = SyntheticConfig(n=a.n, seed=a.seed, image_size=a.image_size)
     cfg.validate()
-    m = write_synthetic_version(a.out, a.dataset, a.version, cfg, a.samples_per_shard,
-                                overwrite=a.overwrite)
+    if a.via_http:
+        from .synthetic_version import ingest_synthetic_over_http
+
+        m = ingest_synthetic_over_http(a.out, a.dataset, a.version, cfg,
+                                       samples_per_shard=a.samples_per_shard,
+                                       processes=a.processes, overwrite=a.overwrite)
+    else:
+        m = write_synthetic_version(a.out, a.dataset, a.version, cfg, a.samples_per_shard,
+                                    overwrite=a.overwrite)
     print(json.dumps({"version_dir": os.path.join(a.out, a.dataset, a.version),
                       "counts": m["counts"], "shards": len(m["shards"])}))
     return 0
@@ -87,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--image-size", type=int, default=96)
     s.add_argument("--samples-per-shard", type=int, default=1000)
     s.add_argument("--overwrite", action="store_true", help="replace a complete version")
+    s.add_argument("--via-http", action="store_true",
+                   help="serve the images from a loopback HTTP server and ingest them through "
+                   "the real download path (img2dataset)")
+    s.add_argument("--processes", type=int, default=2, help="img2dataset processes (--via-http)")
     s.set_defaults(fn=_cmd_synthetic)
 
     s = sub.add_parser("synthetic-source",

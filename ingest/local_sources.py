@@ -108,6 +108,8 @@ def prepare_image(data: bytes, cfg: IngestConfig) -> tuple[bytes, int, int, int,
     try:
         img = Image.open(io.BytesIO(data))
         ow, oh = img.size
+    except Image.DecompressionBombError as e:  # over twice Pillow's pixel limit
+        raise ImageRejected("filtered", "image_too_large", str(e)) from e
     except Exception as e:  # noqa: BLE001
         raise ImageRejected("failed", "decode_error", f"{type(e).__name__}: {e}") from e
     if ow * oh > f.max_image_area:

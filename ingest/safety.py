@@ -74,11 +74,3 @@ def check_url(url: str, allow_private: bool = False, resolve: bool = True) -> st
                          "(set download.allow_private=true to allow)")
     return url
 
-
-def safe_member_name(key: str, ext: str) -> str:
-    """A tar member name ``KEY.ext`` after checking both parts (no dots, slashes, traversal)."""
-    from .shards import KEY_RE
-
-    if not KEY_RE.match(key) or not ext.isalnum():
-        raise ValueError(f"unsafe member name {key!r}.{ext!r}")
-    return f"{key}.{ext}"

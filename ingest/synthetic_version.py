@@ -77,3 +77,42 @@ def url_table_for(source_dir: str | Path, base_url: str, out_path: str | Path | 
     out = Path(out_path) if out_path else source_dir / "urls.parquet"
     pq.write_table(table, out)
     return out
+
+
+def ingest_synthetic_over_http(root: str | Path, dataset: str = "synthetic-web",
+                               version: str = "v1", cfg: SyntheticConfig | None = None,
+                               source_size: int = 128, samples_per_shard: int = 1000,
+                               processes: int = 2, threads: int = 16,
+                               overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """The demo's "real download": write the synthetic images, serve them from a loopback
+    HTTP server, and ingest the URL table through img2dataset into
+    ``<root>/<dataset>/<version>`` (images resized to ``cfg.image_size``; the ground truth
+    rides along in ``KEY.json["synthetic"]``). Returns the manifest. Call it under an
+    ``if __name__ == "__main__":`` guard (img2dataset spawns workers)."""
+    from mamo.config import load_config
+
+    from .config import IngestConfig
+    from .download import ingest_urls
+    from .http_server import serve_directory
+
+    cfg = cfg or SyntheticConfig()
+    src_cfg = SyntheticConfig(n=cfg.n, seed=cfg.seed, image_size=source_size,
+                              kind_weights=cfg.kind_weights, texture=cfg.texture)
+    src = write_synthetic_url_source(Path(root) / f"_{dataset}_{version}_source", src_cfg,
+                                     progress=progress)
+    try:
+        with serve_directory(src) as base:
+            table = url_table_for(src, base)
+            icfg = load_config(IngestConfig, None, [
+                f"out={root}", f"dataset={dataset}", f"version={version}",
+                f"samples_per_shard={samples_per_shard}", f"overwrite={str(overwrite).lower()}",
+                f"progress={str(progress).lower()}", "source.kind=urls", f"source.path={table}",
+                "source.extra_cols=[synthetic]", "source.json_cols=[synthetic]",
+                "download.allow_private=true", f"download.image_size={cfg.image_size}",
+                f"download.processes={processes}", f"download.threads={threads}",
+                "filters.min_image_size=1"])
+            return ingest_urls(icfg)
+    finally:
+        import shutil
+
+        shutil.rmtree(src, ignore_errors=True)
