@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -62,13 +63,22 @@ class AblationConfig:
     # overrides shared by every variant (e.g. batch size)
     common: list[str] = field(default_factory=list)
     variants: dict[str, list[str]] = field(default_factory=dict)
-    # the data: the demo's data stages with these settings (reused when already there)
+    # the data: explicit version dirs, or (when empty) the demo's data stages with the
+    # settings in `demo` (reused when already there)
+    data_version: str = ""
+    eval_version: str = ""
     demo: DemoConfig = field(default_factory=DemoConfig)
+    # training runs at once (1 on a 2-core machine; more on a many-core/GPU machine)
+    parallel: int = 1
+    device: str = "auto"  # for evaluation: auto = cuda when available
     eval: AblationEval = field(default_factory=AblationEval)
 
     def validate(self, prefix: str = "") -> None:
         check(self.steps >= 1, "steps", "must be >= 1")
         check(len(self.seeds) >= 1, "seeds", "needs at least one seed")
+        check(self.parallel >= 1, "parallel", "must be >= 1")
+        check(bool(self.data_version) == bool(self.eval_version), "eval_version",
+              "give both data_version and eval_version, or neither")
         check(len(set(self.seeds)) == len(self.seeds), "seeds", "must be distinct")
         for name, ov in self.variants.items():
             check(isinstance(ov, list) and all(isinstance(o, str) and "=" in o for o in ov),
@@ -152,45 +162,91 @@ def plot_summary(summary: dict[str, dict[str, dict[str, float]]], out_png: Path)
     plt.close(fig)
 
 
+def _launch(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    print("$ " + " ".join(cmd) + f"  > {log}", flush=True)
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
 def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
+    import torch
+
     from mamo.evaluate import evaluate
 
     if not cfg.variants:
         raise SystemExit("no variants configured (configs/ablation.yaml: variants)")
     out = (REPO / cfg.out) if not Path(cfg.out).is_absolute() else Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    print("=== data (the demo's stages 1-4, reused when done)", flush=True)
-    train_version, eval_version = prepare_data(cfg.demo)
+    if cfg.data_version:
+        train_version, eval_version = Path(cfg.data_version).resolve(), Path(cfg.eval_version).resolve()
+    else:
+        print("=== data (the demo's stages 1-4, reused when done)", flush=True)
+        train_version, eval_version = prepare_data(cfg.demo)
     env = quiet_env(out)
     py = sys.executable
-    n_total = len(cfg.variants) * len(cfg.seeds)
-    done = 0
-    all_results: dict[str, list[dict[str, Any]]] = {}
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.time()
+
+    # 1. train every (variant, seed) not trained already with the same arguments
+    jobs = []
     for variant, overrides in cfg.variants.items():
-        all_results[variant] = []
         for seed in cfg.seeds:
-            done += 1
             run_dir = out / f"{variant}_s{seed}"
             args = [*cfg.common, *overrides, f"train.seed={seed}", f"data.seed={seed}",
                     f"train.steps={cfg.steps}", f"data.version_dir={train_version}",
                     f"data.eval_version_dir={eval_version}"]
             stamp = run_dir / "ablation_args.json"
             final = run_dir / "final" / "model.safetensors"
-            same = stamp.is_file() and json.loads(stamp.read_text()) == args
-            print(f"\n=== [{done}/{n_total}] {variant} seed {seed} ({time.time() - t0:.0f} s elapsed)", flush=True)
-            if not (same and final.is_file()):
-                if run_dir.exists():
-                    shutil.rmtree(run_dir)
-                _sub([py, "-m", "mamo.train", "--config", cfg.train_config, "--run-dir", str(run_dir),
-                      "--no-progress", *args], env=env)
-                stamp.write_text(json.dumps(args))
+            if stamp.is_file() and json.loads(stamp.read_text()) == args and final.is_file():
+                print(f"=== {variant} seed {seed}: trained already, reused", flush=True)
+                continue
+            jobs.append((variant, seed, run_dir, args))
+    running: list[tuple[str, int, Path, list[str], subprocess.Popen]] = []
+    failed = []
+    n_jobs = len(jobs)
+    while jobs or running:
+        while jobs and len(running) < cfg.parallel:
+            variant, seed, run_dir, args = jobs.pop(0)
+            if run_dir.exists():
+                shutil.rmtree(run_dir)  # a stale run dir would be resumed, not retrained
+            run_dir.mkdir(parents=True)
+            print(f"=== train {variant} seed {seed} ({n_jobs - len(jobs)}/{n_jobs}, "
+                  f"{time.time() - t0:.0f} s elapsed)", flush=True)
+            cmd = [py, "-m", "mamo.train", "--config", cfg.train_config, "--run-dir", str(run_dir),
+                   "--no-progress", *args]
+            if cfg.parallel == 1:
+                _sub(cmd, env=env)
+                (run_dir / "ablation_args.json").write_text(json.dumps(args))
+                continue
+            running.append((variant, seed, run_dir, args, _launch(cmd, out / f"{variant}_s{seed}.log", env)))
+        for job in list(running):
+            variant, seed, run_dir, args, proc = job
+            if proc.poll() is None:
+                continue
+            running.remove(job)
+            if proc.returncode == 0:
+                (run_dir / "ablation_args.json").write_text(json.dumps(args))
+                print(f"--- {variant} seed {seed} trained ({time.time() - t0:.0f} s elapsed)", flush=True)
             else:
-                print("trained already, reused", flush=True)
+                failed.append(f"{variant}_s{seed}")
+                print(f"!!! {variant} seed {seed} failed (exit {proc.returncode}); "
+                      f"see {out / f'{variant}_s{seed}.log'}", flush=True)
+        if running:
+            time.sleep(2)
+    if failed:
+        raise SystemExit(f"training failed for {failed}")
+
+    # 2. evaluate each run on the held-out version (reused when newer than the weights)
+    all_results: dict[str, list[dict[str, Any]]] = {}
+    for variant in cfg.variants:
+        all_results[variant] = []
+        for seed in cfg.seeds:
+            run_dir = out / f"{variant}_s{seed}"
+            final = run_dir / "final" / "model.safetensors"
             res_file = run_dir / "results.json"
+            print(f"=== evaluate {variant} seed {seed} ({time.time() - t0:.0f} s elapsed)", flush=True)
             if not (res_file.is_file() and res_file.stat().st_mtime >= final.stat().st_mtime):
                 evaluate(run_dir=run_dir, data=eval_version, k=cfg.eval.k, max_items=cfg.eval.max_items,
-                         fg_seed=cfg.eval.seed, n_examples=4)
+                         fg_seed=cfg.eval.seed, n_examples=4, device=device)
             res = json.loads(res_file.read_text())
             all_results[variant].append(res)
             fg = res.get("finegrained", {}).get("itm", {}).get("overall", float("nan"))
@@ -199,11 +255,14 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
 
     summary = summarize(all_results)
     table = format_table(summary)
-    (out / "summary.json").write_text(json.dumps({"config": to_dict(cfg), "summary": summary}, indent=2))
+    (out / "summary.json").write_text(json.dumps({"config": to_dict(cfg), "summary": summary,
+                                                  "runs": {v: [r.get("finegrained", {}) for r in rs]
+                                                           for v, rs in all_results.items()}}, indent=2))
     (out / "summary.md").write_text(format_table(summary, markdown=True) + "\n")
     plot_summary(summary, out / "ablation.png")
     print(f"\n=== ablation: {cfg.steps} steps x {len(cfg.seeds)} seeds per variant; "
-          f"mean ± std [min-max] over seeds\n{table}\n\nwritten: {out / 'summary.md'}, {out / 'ablation.png'}")
+          f"mean ± std [min-max] over seeds ({time.time() - t0:.0f} s)\n{table}\n\n"
+          f"written: {out / 'summary.md'}, {out / 'ablation.png'}")
     return {"summary": summary, "table": table, "out": str(out)}
 
 
