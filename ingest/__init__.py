@@ -1,1 +1,9 @@
-"""ingest stage."""
+"""Ingest stage: image-text sources -> dataset versions (WebDataset shards, DALI indexes,
+failures.parquet, manifest.json). See docs/ingest.md.
+
+Modules: ``synthetic`` (the embedded default data and its ground truth), ``synthetic_version``
+(writing it as a version or as a URL source), ``download`` (URL tables through img2dataset),
+``local_sources`` (COCO, Karpathy, folder), ``pipeline.run_ingest`` (any source from an
+``IngestConfig``), ``manifest``, ``shards``, ``accounting``, ``verify``, ``safety``,
+``http_server``.
+"""

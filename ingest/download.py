@@ -36,7 +36,7 @@ from .manifest import build_manifest, write_manifest
 from .safety import UrlRefused, check_url
 from .shards import ShardInfo, ShardWriter, sha256_file
 from .tables import input_files, read_url_table
-from .version import prepare_version_dir, sample_meta, version_dir
+from .version import prepare_version_dir, sample_meta
 
 WORK = "_work"
 
@@ -389,4 +389,4 @@ def ingest_urls(cfg: IngestConfig) -> dict[str, Any]:
 
 
 __all__ = ["plan_download", "download_chunks", "download_chunk", "finalize", "ingest_urls",
-           "chunk_outputs", "Plan", "ChunkNotDownloaded", "version_dir"]
+           "chunk_outputs", "Plan", "ChunkNotDownloaded"]
