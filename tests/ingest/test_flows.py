@@ -163,3 +163,19 @@ def test_flows_cli_help_and_errors():
     r = subprocess.run([sys.executable, "-m", "ingest", "--help"], cwd=REPO, capture_output=True,
                        text=True)
     assert r.returncode == 0 and "verify" in r.stdout
+
+
+def test_cli_maps_arguments_onto_any_registered_flow():
+    from flows.__main__ import _split_args
+    from flows.serve import flow_parameters
+
+    concepts = get_flow("concepts")
+    params, overrides = _split_args(concepts, ["version_dir=data/x/v1", "vocab.min_count=2"])
+    assert params == {"version_dir": "data/x/v1"} and overrides == ["vocab.min_count=2"]
+    assert flow_parameters(concepts, "/c.yaml", overrides, params) == {
+        "version_dir": "data/x/v1", "config_path": "/c.yaml", "overrides": ["vocab.min_count=2"]}
+    with pytest.raises(SystemExit, match="version_dir"):
+        flow_parameters(concepts, None, [], {})
+    ingest = get_flow("ingest")
+    params, overrides = _split_args(ingest, ["version=v2", "source.kind=synthetic"])
+    assert params == {} and overrides == ["version=v2", "source.kind=synthetic"]
