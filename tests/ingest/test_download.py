@@ -103,6 +103,7 @@ def _write_tsv(path, base, rows):
     path.write_bytes(b"\n".join(lines) + b"\n")
 
 
+@pytest.mark.slow
 def test_bad_rows_exact_accounting(tmp_path, bad_rows_site):
     site, rows = bad_rows_site
     with serve_directory(site) as base:
