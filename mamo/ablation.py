@@ -71,6 +71,7 @@ class AblationConfig:
     # training runs at once (1 on a 2-core machine; more on a many-core/GPU machine)
     parallel: int = 1
     device: str = "auto"  # for evaluation: auto = cuda when available
+    threads: int = 1  # torch CPU threads of the evaluation (training: train.num_threads in common)
     eval: AblationEval = field(default_factory=AblationEval)
 
     def validate(self, prefix: str = "") -> None:
@@ -246,7 +247,7 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
             print(f"=== evaluate {variant} seed {seed} ({time.time() - t0:.0f} s elapsed)", flush=True)
             if not (res_file.is_file() and res_file.stat().st_mtime >= final.stat().st_mtime):
                 evaluate(run_dir=run_dir, data=eval_version, k=cfg.eval.k, max_items=cfg.eval.max_items,
-                         fg_seed=cfg.eval.seed, n_examples=4, device=device)
+                         fg_seed=cfg.eval.seed, n_examples=4, device=device, threads=cfg.threads)
             res = json.loads(res_file.read_text())
             all_results[variant].append(res)
             fg = res.get("finegrained", {}).get("itm", {}).get("overall", float("nan"))

@@ -53,7 +53,10 @@ class DemoData:
 @dataclass
 class DemoTrain:
     config: str = "configs/tiny.yaml"
-    steps: int = 600
+    steps: int = 500
+    # torch CPU threads for training and evaluation. 1 by default: on a shared 2-core machine
+    # oversubscribed OpenMP threads made a tiny step ~10x slower than one thread.
+    threads: int = 1
     # extra dotted overrides passed to `python -m mamo.train`
     overrides: list[str] = field(default_factory=list)
 
@@ -255,9 +258,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         _sub([py, "-m", "mamo.train", "--config", cfg.train.config,
               f"data.version_dir={train_version}", f"data.eval_version_dir={eval_version}",
               f"run.dir={root}", f"run.name={cfg.run_name}", f"train.steps={cfg.train.steps}",
-              *cfg.train.overrides], env=quiet_env(root))
+              f"train.num_threads={cfg.train.threads}", *cfg.train.overrides], env=quiet_env(root))
 
-    st.run("train", {"config": cfg.train.config, "steps": cfg.train.steps, "overrides": cfg.train.overrides},
+    st.run("train", {"config": cfg.train.config, "steps": cfg.train.steps, "overrides": cfg.train.overrides,
+                     "data": str(train_version)},
            model_file.is_file, do_train)
 
     # 6. evaluate + report
@@ -268,7 +272,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     def do_evaluate() -> None:
         evaluate(run_dir=run_dir, data=eval_version, k=cfg.eval.k, max_items=cfg.eval.max_items,
-                 fg_seed=cfg.eval.seed, n_examples=cfg.eval.examples)
+                 fg_seed=cfg.eval.seed, n_examples=cfg.eval.examples, threads=cfg.train.threads)
 
     def eval_ok() -> bool:
         from mamo.evaluation.report import check_report

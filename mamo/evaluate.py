@@ -71,6 +71,7 @@ def evaluate(
     n_examples: int = 8,
     device: str = "cpu",
     overrides: tuple[str, ...] = (),
+    threads: int = 0,
 ) -> tuple[dict[str, Any], Path]:
     """Evaluate a run (or a checkpoint + data version); returns (results, report path)."""
     from concepts.tokenizer import load_tokenizer
@@ -97,6 +98,10 @@ def evaluate(
     version = Path(data) if data else cfg.data.version_for("eval")
     out = Path(out_dir) if out_dir else (run_dir or checkpoint.parent)
 
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
     t0 = time.time()
     print(f"[evaluate] model {checkpoint}; data {version}", flush=True)
     model = load_model(cfg, checkpoint, device)
@@ -143,10 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the fine-grained negatives")
     p.add_argument("--examples", type=int, default=8, help="images in the examples grid")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("overrides", nargs="*", help="dotted.key=value applied to the run config")
     a = p.parse_args(argv)
     results, report = evaluate(a.run_dir, a.checkpoint, a.data, a.config, a.out, a.k,
-                               a.max_items or None, a.seed, a.examples, a.device, tuple(a.overrides))
+                               a.max_items or None, a.seed, a.examples, a.device, tuple(a.overrides),
+                               a.threads)
     print_headline(results, report)
     return 0
 
