@@ -163,6 +163,44 @@ def plot_summary(summary: dict[str, dict[str, dict[str, float]]], out_png: Path)
     plt.close(fig)
 
 
+def plot_loss_curves(out: Path, variants: list[str], seeds: list[int], out_png: Path) -> None:
+    """Shared loss terms (total, ITC, ITM) per variant, mean over seeds, smoothed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from mamo.evaluation.report import read_metrics
+
+    terms = ("loss", "itc", "itm")
+    fig, axes = plt.subplots(1, len(terms), figsize=(4.2 * len(terms), 3))
+    for v in variants:
+        curves = {t: [] for t in terms}
+        for seed in seeds:
+            rows = read_metrics(out / f"{v}_s{seed}" / "metrics.jsonl")
+            for t in terms:
+                ys = [r[t] for r in rows if isinstance(r.get(t), (int, float))]
+                if ys:
+                    curves[t].append(ys)
+        for ax, t in zip(axes, terms):
+            if not curves[t]:
+                continue
+            n = min(len(c) for c in curves[t])
+            y = np.mean([c[:n] for c in curves[t]], axis=0)
+            w = max(1, n // 40)
+            y = np.convolve(y, np.ones(w) / w, mode="valid")
+            ax.plot(np.arange(len(y)) + w // 2 + 1, y, label=v)
+    for ax, t in zip(axes, terms):
+        ax.set_title(t if t != "loss" else "total loss (different objectives!)")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+
+
 def _launch(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
     print("$ " + " ".join(cmd) + f"  > {log}", flush=True)
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
@@ -261,9 +299,10 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
                                                            for v, rs in all_results.items()}}, indent=2))
     (out / "summary.md").write_text(format_table(summary, markdown=True) + "\n")
     plot_summary(summary, out / "ablation.png")
+    plot_loss_curves(out, list(cfg.variants), list(cfg.seeds), out / "losses.png")
     print(f"\n=== ablation: {cfg.steps} steps x {len(cfg.seeds)} seeds per variant; "
           f"mean ± std [min-max] over seeds ({time.time() - t0:.0f} s)\n{table}\n\n"
-          f"written: {out / 'summary.md'}, {out / 'ablation.png'}")
+          f"written: {out / 'summary.md'}, {out / 'ablation.png'}, {out / 'losses.png'}")
     return {"summary": summary, "table": table, "out": str(out)}
 
 
