@@ -4,7 +4,7 @@ Each configuration runs in its own process so that peak memory (CPU: peak RSS gr
 the model is built; CUDA: ``max_memory_allocated``) and compile caches do not mix. The
 baseline is ``attn=eager, compile=off`` of the same preset, measured in the same run.
 
-    python benchmarks/model_step.py                      # tiny + small, eager/sdpa, compile off/on (tiny)
+    python benchmarks/model_step.py --threads 1   # tiny + small, eager/sdpa; tiny+sdpa compiled
     python benchmarks/model_step.py --presets tiny --steps 10
 """
 from __future__ import annotations
@@ -88,6 +88,7 @@ def main() -> int:
     ap.add_argument("--attn", default="eager,sdpa")
     ap.add_argument("--compile", default="tiny", help="presets also measured with torch.compile "
                     "(comma list; 'none' for no compiled runs)")
+    ap.add_argument("--compile-attn", default="sdpa", help="attention impls measured compiled")
     ap.add_argument("--batch", default="tiny=16,small=4")
     ap.add_argument("--steps", type=int, default=0, help="timed steps (default: tiny 8, small 2)")
     ap.add_argument("--warmup", type=int, default=2)
@@ -109,6 +110,8 @@ def main() -> int:
         steps = args.steps or (8 if preset == "tiny" else 2)
         for comp in ([False, True] if preset in compiled else [False]):
             for attn in args.attn.split(","):
+                if comp and attn not in args.compile_attn.split(","):
+                    continue
                 spec = {"preset": preset, "attn": attn, "compile_": comp,
                         "batch": int(batches.get(preset, 4)), "steps": steps,
                         "warmup": args.warmup, "device": args.device, "threads": args.threads}

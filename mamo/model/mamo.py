@@ -51,6 +51,7 @@ class Encoders(nn.Module):
         return embeds, F.normalize(self.text_proj(embeds[:, 0]), dim=-1)
 
 
+@torch.compiler.disable
 def _seed_parts(seed: int) -> tuple[int, int, int]:
     """Independent sub-seeds for the image mask, the text mask and ITM sampling."""
     g = torch.Generator().manual_seed(int(seed) & 0xFFFF_FFFF_FFFF_FFFF)
@@ -85,6 +86,7 @@ class MAMO(nn.Module):
             else:
                 self.text_head = ClassifierHead(width, model_cfg.text.vocab_size)
         self.apply(_init_weights)
+        self.load_reports: dict[str, Any] = {}  # LoadReport per encoder started from a checkpoint
         if load_pretrained:
             self._load_initial_weights()
         self.momentum = frozen_copy(self.enc)
@@ -94,7 +96,6 @@ class MAMO(nn.Module):
     def _load_initial_weights(self) -> None:
         from mamo.model import loading
 
-        self.load_reports: dict[str, Any] = {}
         if self.model_cfg.text_init:
             self.load_reports["text"] = loading.load_bert(self, self.model_cfg.text_init)
         if self.model_cfg.vision_init:

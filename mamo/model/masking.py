@@ -46,6 +46,7 @@ def _block_mask_one(gh: int, gw: int, num_masked: int, min_block: int, rng: rand
     return mask
 
 
+@torch.compiler.disable  # Python-side RNG: never traced by torch.compile
 def block_mask(batch: int, grid: tuple[int, int], ratio: float, min_block: int = 4,
                seed: int = 0) -> torch.Tensor:
     """Bool ``[batch, gh*gw]``, True = masked patch; exactly ``round(ratio*gh*gw)`` per row."""
@@ -64,6 +65,7 @@ def maskable_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> to
     return ok
 
 
+@torch.compiler.disable
 def text_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, ratio: float,
               seed: int = 0) -> torch.Tensor:
     """Bool ``[B, L]``: ``round(ratio * n)`` (at least 1 when ratio > 0) of each row's n

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 
+@torch.compiler.disable
 @torch.no_grad()
 def duplicate_pairs(input_ids: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
     """Bool ``[B,B]``: True where i and j are the same pair as far as the batch shows
@@ -29,6 +30,7 @@ def duplicate_pairs(input_ids: torch.Tensor, image: torch.Tensor | None = None) 
     return same
 
 
+@torch.compiler.disable  # seeded CPU sampling: keep it out of compiled graphs
 @torch.no_grad()
 def sample_hard_negatives(sim_i2t: torch.Tensor, exclude: torch.Tensor,
                           generator: torch.Generator | None = None
