@@ -273,8 +273,7 @@ def _train(p: Prepared, info: DistInfo, progress: bool) -> int:
     try:
         model = build_model(cfg, p.expected_meta["num_concepts"]).to(device)
         if cfg.train.init_from and p.resume_from is None:
-            ckpt.load_weights(model, cfg.train.init_from)
-            model.sync_momentum()  # the teacher starts from the loaded weights
+            ckpt.load_weights(model, cfg.train.init_from)  # online, momentum copy and queue
         optimizer = build_optimizer(model, cfg.optim)
         scheduler = build_scheduler(optimizer, cfg.optim, p.total_steps)
         start_step = 0
