@@ -208,6 +208,11 @@ def prepare(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Prepared:
         notes.append(f"resuming from {state.resume_from} (step {resume_state['step']}, epoch {loader.epoch})")
     if cfg.train.init_from:
         check_checkpoint(Path(cfg.train.init_from), expected_meta)
+    if cfg.train.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise StartError("config key 'train.tensorboard': needs the `tensorboard` package (pip install tensorboard)")
     config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
     return Prepared(cfg, run_dir, state.resume_from, data_versions, expected_meta, total, loader,
                     config_yaml, world_size, notes)

@@ -3,6 +3,7 @@ leaves an existing run directory byte-for-byte unchanged."""
 from __future__ import annotations
 
 import shutil
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,8 @@ def one_line(err: str) -> str:
         (["model.fusion.depth=2"], "config key 'model.fusion.depth': differs from the run being resumed"),
         (["loss.text_target=mlm"], "config key 'loss.text_target': differs from the run being resumed"),
         (["data.batch_size=64"], "config key 'data.batch_size'"),
+        pytest.param(["train.tensorboard=true"], "config key 'train.tensorboard': needs the `tensorboard` package",
+                     marks=pytest.mark.skipif(find_spec("tensorboard") is not None, reason="tensorboard installed")),
     ],
 )
 def test_bad_start_on_existing_run(capsys, dataset, reference, extra, expect):
