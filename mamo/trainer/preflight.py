@@ -23,10 +23,13 @@ DATA_VERSIONS_FILE = "data_versions.json"
 # Sections that must not change when a run is resumed (they define the weights and the data
 # stream); optim/train/run may change, e.g. to extend a run with more steps.
 FROZEN_SECTIONS = ("model", "loss", "data")
-# ...except these, which change speed or where things run, not the weights or the data stream
-# (data.vocab_id: "latest" vs the id it resolved to; the resolved ids are compared instead).
+# ...except these, which change speed or where things are, not the weights or the data stream.
+# The data's identity is checked on what the paths resolve to instead: the manifest's sha256
+# and the vocab id recorded in data_versions.json (so a moved dataset, or "latest" vs the id
+# it named, still resumes, and a rebuilt vocabulary does not).
 MAY_CHANGE_ON_RESUME = {"model.attn_impl", "model.text_init", "model.vision_init", "data.vocab_id",
-                        "data.num_threads", "data.num_workers", "data.device_id", "data.decode", "data.backend"}
+                        "data.version_dir", "data.eval_version_dir", "data.num_threads", "data.num_workers",
+                        "data.device_id", "data.decode", "data.backend"}
 
 
 class StartError(RuntimeError):
@@ -117,8 +120,11 @@ def check_data(version_dir: Path, vocab_id: str) -> dict[str, Any]:
                 f"concepts: no annotations for shard {stem} in vocabulary {store.vocab_id} "
                 f"({path}); run `python -m concepts annotate {version_dir}`"
             )
-        with open(path, encoding="utf-8") as f:
-            lines = sum(1 for line in f if line.strip())
+        with open(path, "rb") as f:  # count lines fast: this runs over every shard at start
+            lines, last = 0, b"\n"
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                lines, last = lines + chunk.count(b"\n"), chunk[-1:]
+            lines += last != b"\n"  # a last line without its newline
         if lines != shard["samples"]:
             raise StartError(
                 f"concepts: {path} has {lines} annotations for a shard of {shard['samples']} samples"
