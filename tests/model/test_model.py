@@ -148,7 +148,7 @@ def _train(model, steps, lr=2e-3):
         out = model(b, generator_seed=step)
         out["loss"].backward()
         opt.step(); opt.zero_grad(set_to_none=True); model.momentum_update()
-        hist.append({k: float(v) for k, v in out.items()})
+        hist.append({k: float(v.detach()) for k, v in out.items()})
     return hist
 
 
