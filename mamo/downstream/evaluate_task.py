@@ -75,7 +75,8 @@ def headline(results: dict[str, Any]) -> str:
         return (f"grounding {results['split']}: accuracy@IoU0.5 {results['accuracy']:.1f} "
                 f"(centre box {results['baseline_center_box']:.1f}, random proposal "
                 f"{results['baseline_random_proposal']:.1f}), n={results['n']}")
-    r = results["itm_rerank"]
-    return (f"retrieval {results['split']}: TR@1 {r['tr@1']:.1f} IR@1 {r['ir@1']:.1f} R_mean {r['r_mean']:.1f} "
-            f"(chance R_mean {results['baseline_chance']['r_mean']:.1f}), "
+    r, c = results["itm_rerank"], results["itc"]
+    return (f"retrieval {results['split']}: ITM re-ranked TR@1 {r['tr@1']:.1f} IR@1 {r['ir@1']:.1f} "
+            f"R_mean {r['r_mean']:.1f}; ITC only TR@1 {c['tr@1']:.1f} IR@1 {c['ir@1']:.1f} "
+            f"R_mean {c['r_mean']:.1f} (chance R_mean {results['baseline_chance']['r_mean']:.1f}), "
             f"{results['n_images']} images / {results['n_texts']} texts")
