@@ -16,7 +16,9 @@ import hashlib
 import json
 import math
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +105,29 @@ def temperature_of(model: nn.Module) -> float | None:
         if isinstance(t, torch.Tensor) and t.numel() == 1:
             return float(t.detach().float().item())
     return None
+
+
+class StopRequest:
+    """SIGTERM (a scheduler's preemption) or Ctrl-C: finish the step, checkpoint, exit.
+
+    A second Ctrl-C interrupts at once.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 # ----------------------------------------------------------------------------- data stream
@@ -303,19 +328,29 @@ def _train(p: Prepared, info: DistInfo, progress: bool) -> int:
     if tc.compile:
         compile_blocks(model)
     ddp_model = wrap_ddp(model, info, _find_unused(cfg))
-    amp_dtype = autocast_dtype(tc.precision, device)
     stream = BatchStream(p.loader)  # already positioned by prepare() when resuming
-
-    params = [q for q in model.parameters() if q.requires_grad]
-    samples_per_step = cfg.data.batch_size * tc.grad_accum * info.world_size
-    bad_in_a_row = 0
     bar = tqdm(total=p.total_steps, initial=start_step, disable=not (progress and info.is_main),
                unit="step", dynamic_ncols=True, file=sys.stderr)
     for note in p.notes:
         if info.is_main:
             tqdm.write(note, file=sys.stderr)
 
-    step = start_step
+    stop = StopRequest()
+    try:
+        return _loop(p, info, model, ddp_model, optimizer, scheduler, stream, bar, logger, stop, start_step, progress)
+    finally:
+        stop.restore()
+
+
+def _loop(p: Prepared, info: DistInfo, model, ddp_model, optimizer, scheduler, stream: BatchStream, bar, logger,
+          stop: StopRequest, step: int, progress: bool) -> int:
+    """Optimizer steps from ``step`` to the end; checkpoints, the final export. Returns the exit code."""
+    cfg, tc = p.cfg, p.cfg.train
+    device = info.device
+    amp_dtype = autocast_dtype(tc.precision, device)
+    params = [q for q in model.parameters() if q.requires_grad]
+    samples_per_step = cfg.data.batch_size * tc.grad_accum * info.world_size
+    bad_in_a_row = 0
     ema_sps = None
     while step < p.total_steps:
         t_start = time.perf_counter()
@@ -388,8 +423,16 @@ def _train(p: Prepared, info: DistInfo, progress: bool) -> int:
                 f"stopped at step {step}, last good checkpoint: {last_ckpt or 'none'}"
             )
         # No checkpoint during a non-finite streak: the last one written stays the last good one.
-        if bad_in_a_row == 0 and ((tc.ckpt_every and step % tc.ckpt_every == 0) or step == p.total_steps):
+        stopping = any_rank(stop.signum is not None, info)
+        if bad_in_a_row == 0 and ((tc.ckpt_every and step % tc.ckpt_every == 0) or step == p.total_steps or stopping):
             _save(p, info, model, optimizer, scheduler, stream, step)
+        if stopping and step < p.total_steps:
+            bar.close()
+            logger.close()
+            if info.is_main:
+                print(f"stopped by signal at step {step}; checkpoint written, run again (or --resume) to continue",
+                      file=sys.stderr, flush=True)
+            return 128 + (stop.signum or signal.SIGTERM)
 
     bar.close()
     logger.close()

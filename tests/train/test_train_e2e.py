@@ -117,3 +117,27 @@ def test_nonfinite_steps_skipped_then_abort_keeping_last_good_checkpoint(dataset
     assert math.isfinite(recs[0]["loss"]) and not math.isfinite(float(recs[1]["loss"]))
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_0000001"]
     assert not (run_dir / "final").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_the_current_step_and_stops(dataset, tmp_path):
+    run_dir = tmp_path / "preempted"
+    proc = subprocess.Popen([sys.executable, *train_args(dataset, run_dir)], cwd=REPO, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not (metrics.is_file() and read_metrics(metrics)):
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)  # what a cluster scheduler sends before preempting
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    last = max(r["step"] for r in read_metrics(metrics))
+    assert last < STEPS and f"stopped by signal at step {last}" in err
+    # The step it stopped at is checkpointed (not only the every-3-steps ones).
+    assert (run_dir / "checkpoints" / f"step_{last:07d}" / "state.pt").is_file()
+    assert not (run_dir / "final").exists()
