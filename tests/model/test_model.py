@@ -176,3 +176,32 @@ def test_implicit_targets_keep_variance_while_training():
     real = torch.cat([torch.ones(8, img.shape[1], dtype=torch.bool), b["attention_mask"].bool()], 1)
     per_dim_std = target[real].std(dim=0)  # across positions, per feature
     assert per_dim_std.mean() > 0.3, per_dim_std.mean()  # not collapsed to one vector
+
+
+@pytest.mark.parametrize("preset, tokens, width", [("small", 1 + 14 * 14, 384), ("base", 1 + 16 * 16, 768)])
+def test_encoder_shapes_of_larger_presets_on_meta(preset, tokens, width):
+    # Shape-only: the meta device allocates nothing and computes nothing.
+    cfg = model_config(preset, ["text_init=null"])
+    with torch.device("meta"):
+        model = MAMO(cfg, loss_config(), num_concepts=100, load_pretrained=False)
+        size = cfg.vision.image_size
+        img, img_feat = model.encode_image(torch.empty(2, 3, size, size))
+        ids = torch.zeros(2, 30, dtype=torch.long)
+        txt, txt_feat = model.encode_text(ids, torch.ones_like(ids))
+        fused = model.fuse(img, txt, torch.ones_like(ids))
+        score = model.itm_score(img, txt, torch.ones_like(ids))
+    assert img.shape == (2, tokens, width) and txt.shape == (2, 30, cfg.text.width)
+    assert img_feat.shape == txt_feat.shape == (2, 256)
+    assert fused.hidden.shape == (2, tokens + 30, cfg.text.width) and len(fused.layers) == cfg.fusion.depth
+    assert score.shape == (2,)
+
+
+def test_switching_attention_impl_keeps_the_step():
+    model = micro_model().eval()
+    b = make_batch(size=32)
+    sdpa = model(b, generator_seed=3)
+    model.set_attn_impl("eager")
+    assert all(blk.attn.impl == "eager" for blk in model.enc.fusion.blocks)
+    eager = model(b, generator_seed=3)
+    for k in ("itc", "itm", "mmm_implicit", "mmm_visual", "mmm_concept"):
+        torch.testing.assert_close(sdpa[k], eager[k], rtol=1e-4, atol=1e-5)
