@@ -5,7 +5,8 @@
 
 A run directory that already holds a checkpoint is resumed automatically. Exit codes: 0 done,
 2 the run could not start (one line on stderr names the key or file; nothing was written),
-3 stopped after too many non-finite steps (the last good checkpoint is kept).
+3 stopped after too many non-finite steps (the last good checkpoint is kept), 143/130 stopped by
+SIGTERM/Ctrl-C after checkpointing the current step (run again to continue).
 """
 from __future__ import annotations
 
