@@ -11,6 +11,7 @@ This module imports nothing heavy (no torch) so that every stage can use it.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 import yaml
 
 T = TypeVar("T")
+
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 class ConfigError(ValueError):
@@ -86,6 +89,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(key, f"must be an integer, got {value!r}")
         return value
     if tp is float:
+        # YAML 1.1 reads "3e-4" (no dot) as a string; accept it as the number it means.
+        if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(key, f"must be a number, got {value!r}")
         return float(value)
