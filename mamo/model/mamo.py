@@ -40,12 +40,12 @@ class Encoders(nn.Module):
         self.vision_proj = nn.Linear(cfg.vision.width, cfg.embed_dim)
         self.text_proj = nn.Linear(cfg.text.width, cfg.embed_dim)
 
-    def image(self, image: torch.Tensor, patch_mask: torch.Tensor | None = None
+    def encode_image(self, image: torch.Tensor, patch_mask: torch.Tensor | None = None
               ) -> tuple[torch.Tensor, torch.Tensor]:
         embeds = self.vision(image, patch_mask)
         return embeds, F.normalize(self.vision_proj(embeds[:, 0]), dim=-1)
 
-    def text_(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor]:
         embeds = self.text(input_ids, attention_mask)
         return embeds, F.normalize(self.text_proj(embeds[:, 0]), dim=-1)
@@ -124,12 +124,12 @@ class MAMO(nn.Module):
     # ---------------------------------------------------------------- encoder-only API
     def encode_image(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``image [B,3,H,W]`` -> ``(image_embeds [B,1+N,Dv], image_feat [B,E] L2-normed)``."""
-        return self.enc.image(image)
+        return self.enc.encode_image(image)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """-> ``(text_embeds [B,L,D], text_feat [B,E] L2-normed)``."""
-        return self.enc.text_(input_ids, attention_mask)
+        return self.enc.encode_text(input_ids, attention_mask)
 
     def fuse(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor,
              attention_mask: torch.Tensor, return_attention: bool = False) -> FusionOutput:
@@ -170,8 +170,8 @@ class MAMO(nn.Module):
         t_img = t_img_feat = t_txt_feat = t_fused = None
         if need_teacher:
             with torch.no_grad():
-                t_img, t_img_feat = self.momentum.image(image)
-                t_txt, t_txt_feat = self.momentum.text_(ids, am)
+                t_img, t_img_feat = self.momentum.encode_image(image)
+                t_txt, t_txt_feat = self.momentum.encode_text(ids, am)
                 if lc.w_mmm > 0:
                     t_fused = self.momentum.fusion(t_img, t_txt, am)
 
@@ -246,7 +246,7 @@ class MAMO(nn.Module):
 
     def encode_image_masked(self, image: torch.Tensor, patch_mask: torch.Tensor
                             ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.enc.image(image, patch_mask)
+        return self.enc.encode_image(image, patch_mask)
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -170,8 +170,8 @@ def test_implicit_targets_keep_variance_while_training():
     _train(model, steps=30)
     b = make_batch(size=32, seed=1)
     with torch.no_grad():
-        img, _ = model.momentum.image(b["image"])
-        txt, _ = model.momentum.text_(b["input_ids"], b["attention_mask"])
+        img, _ = model.momentum.encode_image(b["image"])
+        txt, _ = model.momentum.encode_text(b["input_ids"], b["attention_mask"])
         target = mmm.implicit_target(model.momentum.fusion(img, txt, b["attention_mask"]).layers, 3)
     real = torch.cat([torch.ones(8, img.shape[1], dtype=torch.bool), b["attention_mask"].bool()], 1)
     per_dim_std = target[real].std(dim=0)  # across positions, per feature
