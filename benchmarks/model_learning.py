@@ -62,7 +62,7 @@ def main() -> int:
     dt = time.perf_counter() - t0
     r1, itm = held_out(model)
     print(f"tiny preset, {args.steps} steps of batch 8 in {dt:.0f} s; last step: "
-          + ", ".join(f"{k}={float(v):.3f}" for k, v in out.items()))
+          + ", ".join(f"{k}={float(v.detach()):.3f}" for k, v in out.items()))
     print(f"held-out i2t R@1: {r1_0:.2f} untrained -> {r1:.2f} trained (chance 0.125; "
           f"ratio {r1 / max(r1_0, 1e-9):.1f}x)")
     print(f"held-out ITM true>wrong: {itm_0:.2f} untrained -> {itm:.2f} trained")
