@@ -205,3 +205,16 @@ def test_switching_attention_impl_keeps_the_step():
     eager = model(b, generator_seed=3)
     for k in ("itc", "itm", "mmm_implicit", "mmm_visual", "mmm_concept"):
         torch.testing.assert_close(sdpa[k], eager[k], rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_autocast_step_is_finite():
+    # The trainer runs bf16 autocast on CUDA; CPU autocast exercises the same dtype paths.
+    model = micro_model()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(make_batch(size=32), generator_seed=0)
+    assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert model.queue.image_queue.dtype == torch.float32
+    model.momentum_update()
+    assert all(torch.isfinite(b).all() for b in model.momentum.buffers())
