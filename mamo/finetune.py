@@ -98,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    finetune(cfg)
+    try:
+        finetune(cfg)
+    except (ValueError, FileNotFoundError, KeyError) as e:  # bad data files or --init: say which
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

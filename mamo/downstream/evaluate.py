@@ -32,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     ck = Path(args.checkpoint)
     out = Path(args.out) if args.out else (ck if ck.is_dir() else ck.parent)
-    results = evaluate_task(args.task, cfg, ck, out_dir=out)
+    try:
+        results = evaluate_task(args.task, cfg, ck, out_dir=out)
+    except (ValueError, FileNotFoundError, KeyError) as e:  # bad data files or checkpoint: say which
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     (out / f"results_{args.task}.json").write_text(json.dumps(results, indent=1) + "\n")
     print(headline(results))

@@ -76,3 +76,15 @@ def test_clis_have_help():
     for mod in ("mamo.finetune", "mamo.downstream.evaluate", "mamo.downstream.synthetic_tasks"):
         r = subprocess.run([sys.executable, "-m", mod, "--help"], cwd=REPO, capture_output=True, text=True)
         assert r.returncode == 0 and "usage" in r.stdout, mod
+
+
+def test_cli_errors_exit_2_with_a_message(synth_version, synth_tasks, tmp_path, capsys):
+    from mamo.downstream.evaluate import main as eval_main
+    from mamo.finetune import main as ft_main
+
+    data = [f"data.version_dir={synth_version}", f"data.tasks_dir={synth_tasks}", f"out_dir={tmp_path}"]
+    assert ft_main(["--task", "vqa", "--init", str(tmp_path / "missing"), *data]) == 2
+    assert "no model.safetensors there" in capsys.readouterr().err
+    assert ft_main(["--task", "vqa", "optim.lr=-1", *data]) == 2
+    assert "optim.lr" in capsys.readouterr().err
+    assert eval_main(["--task", "nlvr2", "--checkpoint", str(tmp_path / "missing"), *data]) == 2
