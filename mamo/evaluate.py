@@ -2,6 +2,8 @@
 
     python -m mamo.evaluate --run-dir runs/demo/tiny
     python -m mamo.evaluate --checkpoint runs/x/final/model.safetensors --data data/synthetic/eval
+    python -m mamo.evaluate --task vqa --config configs/finetune/vqa.yaml --checkpoint runs/finetune/vqa
+        (downstream tasks: retrieval, vqa, nlvr2, grounding; see python -m mamo.downstream.evaluate)
 
 Writes ``<out>/results.json`` and ``<out>/report/index.html`` (``<out>`` defaults to the run
 directory) and prints the headline figures.
@@ -135,6 +137,12 @@ def print_headline(results: dict[str, Any], report: Path | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--task" or a.startswith("--task=") for a in argv):
+        # Downstream tasks (retrieval, vqa, nlvr2, grounding) have their own options.
+        from mamo.downstream.evaluate import main as evaluate_task_main
+
+        return evaluate_task_main(argv)
     p = argparse.ArgumentParser(prog="python -m mamo.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
