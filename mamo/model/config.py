@@ -153,6 +153,7 @@ class LossConfig:
     w_itc: float = 1.0
     w_itm: float = 1.0
     w_mmm: float = 1.0
+    lambda_implicit: float = 1.0  # implicit (teacher fusion layers) target inside L_MMM
     lambda_v: float = 1.0  # explicit visual target inside L_MMM
     lambda_t: float = 1.0  # explicit text target (concepts or token MLM) inside L_MMM
     # ITC
@@ -173,7 +174,7 @@ class LossConfig:
 
     def validate(self, prefix: str = "") -> None:
         p = f"{prefix}." if prefix else ""
-        for name in ("w_itc", "w_itm", "w_mmm", "lambda_v", "lambda_t"):
+        for name in ("w_itc", "w_itm", "w_mmm", "lambda_implicit", "lambda_v", "lambda_t"):
             val = getattr(self, name)
             check(val >= 0.0, f"{p}{name}", f"must be >= 0, got {val}")
         check(0.0 < self.temp_min <= self.temp_init <= self.temp_max, f"{p}temp_init",

@@ -73,7 +73,8 @@ class MAMO(nn.Module):
         self.itm_head = nn.Linear(width, 2)
         lc = loss_cfg
         # Heads exist only when their loss is on, so DDP never sees unused parameters.
-        self.implicit_head = RegressionHead(width, width) if lc.w_mmm > 0 else None
+        self.implicit_head = (RegressionHead(width, width)
+                              if lc.w_mmm > 0 and lc.lambda_implicit > 0 else None)
         self.visual_head = (RegressionHead(width, model_cfg.vision.width)
                             if lc.w_mmm > 0 and lc.lambda_v > 0 else None)
         self.text_head = None
@@ -172,7 +173,7 @@ class MAMO(nn.Module):
             with torch.no_grad():
                 t_img, t_img_feat = self.momentum.encode_image(image)
                 t_txt, t_txt_feat = self.momentum.encode_text(ids, am)
-                if lc.w_mmm > 0:
+                if self.implicit_head is not None:
                     t_fused = self.momentum.fusion(t_img, t_txt, am)
 
         if need_student:
@@ -208,7 +209,7 @@ class MAMO(nn.Module):
         return out
 
     def _mmm(self, batch: dict[str, Any], image: torch.Tensor, ids: torch.Tensor,
-             am: torch.Tensor, t_img: torch.Tensor, t_fused: FusionOutput, seed_img: int,
+             am: torch.Tensor, t_img: torch.Tensor, t_fused: FusionOutput | None, seed_img: int,
              seed_txt: int, out: dict[str, torch.Tensor]) -> torch.Tensor:
         lc = self.loss_cfg
         ps = self.model_cfg.vision.patch_size
@@ -224,12 +225,14 @@ class MAMO(nn.Module):
         nv = fused.num_image_tokens
         impl = lc.loss_impl
 
-        target = mmm.implicit_target(t_fused.layers, lc.implicit_top_k)
-        positions = mmm.position_mask(patch_mask, tmask)
-        loss_imp = mmm.implicit_loss(fused.hidden, target, positions, self.implicit_head,
-                                     lc.implicit_loss, lc.implicit_beta, impl)
-        out["mmm_implicit"] = loss_imp.detach()
-        loss = loss_imp
+        loss = fused.hidden.new_zeros((), dtype=torch.float32)
+        if self.implicit_head is not None:
+            target = mmm.implicit_target(t_fused.layers, lc.implicit_top_k)
+            positions = mmm.position_mask(patch_mask, tmask)
+            loss_imp = mmm.implicit_loss(fused.hidden, target, positions, self.implicit_head,
+                                         lc.implicit_loss, lc.implicit_beta, impl)
+            out["mmm_implicit"] = loss_imp.detach()
+            loss = loss + lc.lambda_implicit * loss_imp
         if self.visual_head is not None:
             loss_v = mmm.visual_loss(fused.hidden[:, :nv], t_img, patch_mask, self.visual_head, impl)
             out["mmm_visual"] = loss_v.detach()

@@ -218,3 +218,13 @@ def test_bf16_autocast_step_is_finite():
     assert model.queue.image_queue.dtype == torch.float32
     model.momentum_update()
     assert all(torch.isfinite(b).all() for b in model.momentum.buffers())
+
+
+def test_lambda_implicit_zero_drops_the_implicit_target():
+    # Variant (b) of the ablation: token MLM alone inside MMM, no teacher fusion target.
+    model = micro_model(["text_target=mlm", "lambda_v=0", "lambda_implicit=0",
+                         "image_mask_ratio=0"])
+    assert model.implicit_head is None
+    out = model(make_batch(), generator_seed=0)
+    assert "mmm_implicit" not in out and "mmm_mlm" in out
+    assert torch.isfinite(out["loss"]) and out["mmm"] > 0
