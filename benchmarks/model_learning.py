@@ -18,7 +18,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "model")]
 
-from conftest import NUM_CONCEPTS, make_batch  # noqa: E402  (the test suite's batch maker)
+from model_testdata import NUM_CONCEPTS, make_batch  # noqa: E402  (the test suite's batch maker)
 
 from mamo.model import MAMO, loss_config, model_config  # noqa: E402
 

@@ -1,6 +1,5 @@
 import pytest
 
-from mamo.data import DataConfig
 from shards_testdata import write_concepts, write_version
 
 
@@ -11,10 +10,3 @@ def clean_version(tmp_path_factory):
     truth = write_version(vdir, (12, 8))
     write_concepts(vdir, truth)
     return vdir, truth
-
-
-def tiny_cfg(vdir, **kw) -> DataConfig:
-    base = dict(version_dir=vdir, image_size=32, batch_size=4, max_text_len=16, num_threads=1,
-                num_workers=0, backend="dali", decode="cpu", seed=3, shuffle_buffer=6)
-    base.update(kw)
-    return DataConfig(**base)

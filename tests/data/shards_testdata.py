@@ -110,3 +110,12 @@ def write_concepts(version_dir: Path, truth: dict[str, dict], vocab_id: str = "v
         (root / "annotations" / f"{stem}.jsonl").write_text("\n".join(ls) + "\n")
     (Path(version_dir) / "concepts" / "LATEST").write_text(vocab_id + "\n")
     return WORDS
+
+
+def tiny_cfg(vdir, **kw):
+    from mamo.data import DataConfig
+
+    base = dict(version_dir=vdir, image_size=32, batch_size=4, max_text_len=16, num_threads=1,
+                num_workers=0, backend="dali", decode="cpu", seed=3, shuffle_buffer=6)
+    base.update(kw)
+    return DataConfig(**base)

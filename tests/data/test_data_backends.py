@@ -1,7 +1,7 @@
 """DALI and the PyTorch fallback give the same batches (pixels within decoder tolerance)."""
 import pytest
 import torch
-from conftest import tiny_cfg
+from shards_testdata import tiny_cfg
 
 from mamo.data import build_loader
 from mamo.data.loader import resolve_backend

@@ -31,7 +31,7 @@ def test_missing_version_dir_is_a_config_error():
 
 
 def test_auto_falls_back_to_torch_without_dali(clean_version, monkeypatch):
-    from conftest import tiny_cfg
+    from shards_testdata import tiny_cfg
 
     monkeypatch.setattr(loader_mod, "dali_available", lambda: False)
     loader = build_loader(tiny_cfg(clean_version[0], backend="auto"), "eval")
@@ -42,7 +42,7 @@ def test_auto_falls_back_to_torch_without_dali(clean_version, monkeypatch):
 
 
 def test_state_after_last_batch_points_at_next_epoch(clean_version):
-    from conftest import tiny_cfg
+    from shards_testdata import tiny_cfg
 
     loader = build_loader(tiny_cfg(clean_version[0]), "train", epoch=2)
     it = iter(loader)

@@ -1,7 +1,7 @@
 """Corrupt JPEGs (garbage, truncated) and missing captions are skipped and counted; a sample
 without an annotation keeps its place with all -100 labels and is counted."""
 import pytest
-from conftest import tiny_cfg
+from shards_testdata import tiny_cfg
 
 from mamo.data import build_loader
 from shards_testdata import write_concepts, write_version

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import webdataset as wds
-from conftest import tiny_cfg
+from shards_testdata import tiny_cfg
 from PIL import Image
 
 from mamo.data import build_loader

@@ -1,7 +1,7 @@
 """Save the position mid-epoch, restore it in a new loader: exactly the remaining batches."""
 import pytest
 import torch
-from conftest import tiny_cfg
+from shards_testdata import tiny_cfg
 
 from mamo.data import build_loader
 

@@ -1,7 +1,7 @@
 """Distributed sharding: ranks see disjoint parts covering every sample once per epoch."""
 import numpy as np
 import pytest
-from conftest import tiny_cfg
+from shards_testdata import tiny_cfg
 
 from mamo.data import build_loader
 from mamo.data.sharding import buffer_shuffle, epoch_order, rank_plan

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import NUM_CONCEPTS, make_batch, micro_model
+from model_testdata import NUM_CONCEPTS, make_batch, micro_model
 from mamo.model import MAMO, loss_config, model_config
 from mamo.objectives import mmm
 
