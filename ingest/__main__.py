@@ -44,12 +44,21 @@ def _cmd_synthetic_source(a: argparse.Namespace) -> int:
 
 
 def _cmd_download(a: argparse.Namespace) -> int:
-    from mamo.config import load_config
+    from mamo.config import ConfigError, load_config
 
     from .config import IngestConfig
     from .pipeline import run_ingest
 
-    cfg = load_config(IngestConfig, a.config, a.overrides)
+    try:
+        cfg = load_config(IngestConfig, a.config, a.overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    kinds = getattr(a, "kinds", None)
+    if kinds and cfg.source.kind not in kinds:
+        print(f"error: config key 'source.kind': `ingest {a.cmd}` takes {' / '.join(kinds)}, "
+              f"got {cfg.source.kind!r} (use `ingest run` for any source)", file=sys.stderr)
+        return 2
     m = run_ingest(cfg)
     print(json.dumps({"counts": m["counts"], "reasons": m.get("reasons", {}),
                       "shards": len(m["shards"])}))
@@ -115,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", default=None)
     s.add_argument("overrides", nargs="*", help="dotted.key=value")
     s.set_defaults(fn=_cmd_download)
+
+    for name, kinds, what in (("download", ("urls",), "a URL table through img2dataset"),
+                              ("local", ("coco", "karpathy", "folder"),
+                               "a local corpus (COCO captions, Karpathy JSON, image folder)")):
+        s = sub.add_parser(name, help=f"ingest {what}; like `run`, checking source.kind")
+        s.add_argument("--config", default=None)
+        s.add_argument("overrides", nargs="*", help="dotted.key=value")
+        s.set_defaults(fn=_cmd_download, kinds=kinds)
 
     s = sub.add_parser("verify", help="check a dataset version (checksums, counts, tars); "
                        "exit 1 on any problem")

@@ -1,0 +1,12 @@
+"""`ingest download` and `ingest local` are `ingest run` restricted to their source kinds."""
+from ingest.__main__ import main
+
+
+def test_local_refuses_a_url_table(capsys):
+    assert main(["local", "source.kind=urls", "source.path=x.parquet"]) == 2
+    assert "source.kind" in capsys.readouterr().err
+
+
+def test_bad_key_is_one_line_naming_it(capsys):
+    assert main(["download", "source.kind=urls", "source.pathx=1"]) == 2
+    assert "source.pathx" in capsys.readouterr().err
