@@ -1,4 +1,4 @@
-"""Checkpoints: ``checkpoints/step_XXXXXXX/{model.safetensors, state.pt, meta.json}``.
+"""Checkpoints: ``checkpoints/step_<7-digit step>/{model.safetensors, state.pt, meta.json}``.
 
 - ``model.safetensors``: the full model state (online weights, momentum copy, ITC queue and
   any other buffers), so a checkpoint is usable without the trainer.
