@@ -187,12 +187,15 @@ class MAMO(nn.Module):
             total = total + lc.w_itc * loss_itc
 
         if lc.w_itm > 0 and ids.shape[0] >= 2:
-            with torch.no_grad():
-                sim = s_img_feat @ s_txt_feat.t() / self.temp
-                exclude = itm.duplicate_pairs(ids, image)
-                gen = torch.Generator().manual_seed(seed_itm)
-                neg_text, neg_image = itm.sample_hard_negatives(sim, exclude, gen)
-            loss_itm, acc = itm.itm_loss(self.itm_logits, s_img, s_txt, am, neg_text, neg_image)
+            gen = torch.Generator().manual_seed(seed_itm)
+            neg_text, neg_image, _ = itm.global_hard_negatives(
+                s_img_feat, s_txt_feat, ids, image, self.temp, gen)
+            # Candidates are every rank's pairs; this rank's part keeps its graph.
+            img_pool = itc.gather_with_local_grad(s_img)
+            txt_pool = itc.gather_with_local_grad(s_txt)
+            am_pool = itc.gather_no_grad(am)
+            loss_itm, acc = itm.itm_loss(self.itm_logits, s_img, s_txt, am, neg_text, neg_image,
+                                         img_pool, txt_pool, am_pool)
             out["itm"] = loss_itm.detach()
             out["itm_acc"] = acc
             total = total + lc.w_itm * loss_itm

@@ -3,7 +3,8 @@
 For each image one negative text and for each text one negative image, drawn with
 probability proportional to the softmaxed ITC similarity; positives are never drawn, nor
 pairs that are detectably the same sample (identical ``input_ids`` rows or identical image
-tensors in the batch).
+tensors in the batch). In distributed runs the candidates are the global batch (every
+rank's features, as in ALBEF); the gradient flows through this rank's own part.
 """
 from __future__ import annotations
 
@@ -13,47 +14,68 @@ import torch
 import torch.nn.functional as F
 
 
+@torch.no_grad()
+def image_fingerprint(image: torch.Tensor) -> torch.Tensor:
+    """``[B, 2]``: a fixed random projection of each image, to spot identical images without
+    a B x B x CHW compare (and without gathering whole images across ranks)."""
+    flat = image.flatten(1).float()
+    gen = torch.Generator().manual_seed(0)
+    probe = torch.randn(flat.shape[1], 2, generator=gen).to(flat.device)
+    return flat @ probe
+
+
 @torch.compiler.disable
 @torch.no_grad()
-def duplicate_pairs(input_ids: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
-    """Bool ``[B,B]``: True where i and j are the same pair as far as the batch shows
-    (diagonal, same caption ids, or same image tensor)."""
-    same = (input_ids[:, None, :] == input_ids[None, :, :]).all(dim=-1)
+def duplicate_pairs(input_ids: torch.Tensor, image: torch.Tensor | None = None, *,
+                    all_input_ids: torch.Tensor | None = None,
+                    all_fingerprints: torch.Tensor | None = None, offset: int = 0) -> torch.Tensor:
+    """Bool ``[B, G]``: True where local item i and candidate j are the same pair as far as
+    the batch shows (i's own pair at ``offset + i``, same caption ids, or same image).
+
+    Without ``all_*`` the candidates are the local batch itself (``G = B``, ``offset = 0``).
+    """
+    cand_ids = input_ids if all_input_ids is None else all_input_ids
+    same = (input_ids[:, None, :] == cand_ids[None, :, :]).all(dim=-1)
     if image is not None:
-        # A fixed random projection fingerprints each image without a B x B x CHW compare.
-        flat = image.flatten(1).float()
-        gen = torch.Generator().manual_seed(0)
-        probe = torch.randn(flat.shape[1], 2, generator=gen).to(flat.device)
-        fp = flat @ probe
-        same |= torch.isclose(fp[:, None, :], fp[None, :, :], rtol=1e-6, atol=1e-6).all(dim=-1)
-    same |= torch.eye(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        fp = image_fingerprint(image)
+        cand_fp = fp if all_fingerprints is None else all_fingerprints
+        same |= torch.isclose(fp[:, None, :], cand_fp[None, :, :], rtol=1e-6, atol=1e-6).all(dim=-1)
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+    same[rows, rows + offset] = True
     return same
 
 
 @torch.compiler.disable  # seeded CPU sampling: keep it out of compiled graphs
 @torch.no_grad()
 def sample_hard_negatives(sim_i2t: torch.Tensor, exclude: torch.Tensor,
-                          generator: torch.Generator | None = None
+                          generator: torch.Generator | None = None,
+                          sim_t2i: torch.Tensor | None = None, offset: int = 0
                           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``sim_i2t [B,B]`` (image i vs text j), ``exclude [B,B]`` bool.
+    """``sim_i2t [B,G]`` (local image i vs candidate text j), ``exclude [B,G]`` bool.
 
-    Returns ``(neg_text_for_image [B], neg_image_for_text [B])``. A row with nothing left
-    to draw from falls back to any index but its own (B >= 2 required).
+    ``sim_t2i [B,G]`` (local text i vs candidate image j) defaults to ``sim_i2t.t()`` for the
+    square, single-batch case; ``exclude`` serves both directions (it says which candidates
+    are the same pair). Returns ``(neg_text_for_image [B], neg_image_for_text [B])``, indices
+    into the candidates. A row with nothing left to draw from falls back to any candidate but
+    its own pair at ``offset + i`` (G >= 2 required).
     """
-    b = sim_i2t.shape[0]
-    if b < 2:
+    if sim_t2i is None:
+        sim_t2i = sim_i2t.t()
+    b, g = sim_i2t.shape
+    if g < 2:
         raise ValueError("ITM hard negatives need a batch of at least 2")
-    eye = torch.eye(b, dtype=torch.bool, device=sim_i2t.device)
+    own = torch.zeros(b, g, dtype=torch.bool, device=sim_i2t.device)
+    own[torch.arange(b, device=own.device), torch.arange(b, device=own.device) + offset] = True
 
     def weights(sim: torch.Tensor, excl: torch.Tensor) -> torch.Tensor:
         w = F.softmax(sim.float(), dim=1).masked_fill(excl, 0.0)
         w = torch.nan_to_num(w, nan=0.0)
         empty = w.sum(dim=1) <= 0
-        fallback = (~eye).float()
+        fallback = (~own).float()
         return torch.where(empty[:, None], fallback, w)
 
     w_i2t = weights(sim_i2t, exclude)
-    w_t2i = weights(sim_i2t.t(), exclude.t())
+    w_t2i = weights(sim_t2i, exclude)
     # Sampled on the CPU so a seeded generator gives the same draw on every device.
     neg_text = torch.multinomial(w_i2t.cpu(), 1, generator=generator).squeeze(1)
     neg_image = torch.multinomial(w_t2i.cpu(), 1, generator=generator).squeeze(1)
@@ -62,16 +84,51 @@ def sample_hard_negatives(sim_i2t: torch.Tensor, exclude: torch.Tensor,
 
 def itm_loss(pair_logits: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
              image_embeds: torch.Tensor, text_embeds: torch.Tensor, attention_mask: torch.Tensor,
-             neg_text: torch.Tensor, neg_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+             neg_text: torch.Tensor, neg_image: torch.Tensor,
+             image_pool: torch.Tensor | None = None, text_pool: torch.Tensor | None = None,
+             mask_pool: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy of ``pair_logits(image_embeds, text_embeds, mask) -> [N, 2]`` on B
-    positives and 2B hard negatives in one fusion pass. Returns ``(loss, accuracy)``."""
+    positives and 2B hard negatives in one fusion pass. Negatives index the candidate pools
+    (the global batch in distributed runs; the local batch by default).
+    Returns ``(loss, accuracy)``."""
+    image_pool = image_embeds if image_pool is None else image_pool
+    text_pool = text_embeds if text_pool is None else text_pool
+    mask_pool = attention_mask if mask_pool is None else mask_pool
     b = image_embeds.shape[0]
-    img = torch.cat([image_embeds, image_embeds, image_embeds[neg_image]], dim=0)
-    txt = torch.cat([text_embeds, text_embeds[neg_text], text_embeds], dim=0)
-    am = torch.cat([attention_mask, attention_mask[neg_text], attention_mask], dim=0)
+    img = torch.cat([image_embeds, image_embeds, image_pool[neg_image]], dim=0)
+    txt = torch.cat([text_embeds, text_pool[neg_text], text_embeds], dim=0)
+    am = torch.cat([attention_mask, mask_pool[neg_text], attention_mask], dim=0)
     logits = pair_logits(img, txt, am)
     labels = torch.cat([torch.ones(b, dtype=torch.long), torch.zeros(2 * b, dtype=torch.long)])
     labels = labels.to(logits.device)
     loss = F.cross_entropy(logits.float(), labels)
     acc = (logits.argmax(dim=1) == labels).float().mean().detach()
     return loss, acc
+
+
+def global_hard_negatives(image_feat: torch.Tensor, text_feat: torch.Tensor,
+                          input_ids: torch.Tensor, image: torch.Tensor, temp: torch.Tensor,
+                          generator: torch.Generator | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Hard negatives for this rank's B pairs among every rank's pairs (the local batch when
+    not distributed). Returns ``(neg_text, neg_image, offset)``: indices into the gathered
+    candidates, and where this rank's own pairs start among them."""
+    from mamo.objectives.itc import _world, gather_no_grad
+
+    rank, world = _world()
+    with torch.no_grad():
+        if world == 1:
+            sim = image_feat @ text_feat.t() / temp
+            exclude = duplicate_pairs(input_ids, image)
+            neg_text, neg_image = sample_hard_negatives(sim, exclude, generator)
+            return neg_text, neg_image, 0
+        offset = rank * input_ids.shape[0]
+        text_all = gather_no_grad(text_feat)
+        image_all = gather_no_grad(image_feat)
+        exclude = duplicate_pairs(input_ids, image, all_input_ids=gather_no_grad(input_ids),
+                                  all_fingerprints=gather_no_grad(image_fingerprint(image)),
+                                  offset=offset)
+        neg_text, neg_image = sample_hard_negatives(
+            image_feat @ text_all.t() / temp, exclude, generator,
+            sim_t2i=text_feat @ image_all.t() / temp, offset=offset)
+        return neg_text, neg_image, offset

@@ -60,3 +60,27 @@ def test_itc_gathers_across_gloo_ranks(tmp_path):
         torch.testing.assert_close(got[r]["queue"]["image_queue"][: b * world], img_m)
         torch.testing.assert_close(got[r]["queue"]["text_queue"][: b * world], txt_m)
     assert int(got[0]["queue"]["ptr"]) == int(got[1]["queue"]["ptr"]) == b * world
+
+
+@pytest.mark.slow
+def test_itm_hard_negatives_come_from_the_global_batch(tmp_path):
+    world, b = 2, 3
+    init = f"tcp://127.0.0.1:{_free_port()}"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{Path(__file__).parent}", "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, str(Path(__file__).parent / "ddp_itm_worker.py"),
+                               str(r), str(world), init, str(tmp_path / f"{r}.pt")], env=env)
+             for r in range(world)]
+    assert [p.wait(timeout=240) for p in procs] == [0, 0]
+    got = [torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in range(world)]
+    # same pair as far as the global batch shows: (global i, global j)
+    same = {(i, i) for i in range(b * world)} | {(3, 1), (1, 3), (5, 0), (0, 5)}
+    for r in range(world):
+        assert int(got[r]["offset"]) == r * b
+        for key in ("neg_text", "neg_image"):
+            picks = got[r][key]  # [draws, b] indices into the global batch
+            assert picks.min() >= 0 and picks.max() < b * world
+            for i in range(b):
+                drawn = set(picks[:, i].tolist())
+                assert not any((r * b + i, j) in same for j in drawn), (r, key, i, drawn)
+            other = [j for j in picks.flatten().tolist() if not r * b <= j < (r + 1) * b]
+            assert other, f"rank {r} never drew a {key} from the other rank"
