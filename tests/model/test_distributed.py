@@ -22,16 +22,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _run_gloo_workers(worker: str, world: int, tmp_path: Path) -> list[dict]:
+    """Run ``worker`` as ``world`` gloo ranks; returns what each rank saved."""
+    init = f"tcp://127.0.0.1:{_free_port()}"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{Path(__file__).parent}", "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, str(Path(__file__).parent / worker),
+                               str(r), str(world), init, str(tmp_path / f"{r}.pt")], env=env)
+             for r in range(world)]
+    assert [p.wait(timeout=240) for p in procs] == [0] * world
+    return [torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in range(world)]
+
+
 @pytest.mark.slow
 def test_itc_gathers_across_gloo_ranks(tmp_path):
     world, b = 2, 3
-    init = f"tcp://127.0.0.1:{_free_port()}"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{Path(__file__).parent}", "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, str(Path(__file__).parent / "ddp_itc_worker.py"),
-                               str(r), str(world), init, str(tmp_path / f"{r}.pt")], env=env)
-             for r in range(world)]
-    assert [p.wait(timeout=240) for p in procs] == [0, 0]
-    got = [torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in range(world)]
+    got = _run_gloo_workers("ddp_itc_worker.py", world, tmp_path)
 
     img, txt, img_m, txt_m = features(b * world)
     for r in range(world):
@@ -65,13 +70,7 @@ def test_itc_gathers_across_gloo_ranks(tmp_path):
 @pytest.mark.slow
 def test_itm_hard_negatives_come_from_the_global_batch(tmp_path):
     world, b = 2, 3
-    init = f"tcp://127.0.0.1:{_free_port()}"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{Path(__file__).parent}", "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, str(Path(__file__).parent / "ddp_itm_worker.py"),
-                               str(r), str(world), init, str(tmp_path / f"{r}.pt")], env=env)
-             for r in range(world)]
-    assert [p.wait(timeout=240) for p in procs] == [0, 0]
-    got = [torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in range(world)]
+    got = _run_gloo_workers("ddp_itm_worker.py", world, tmp_path)
     # same pair as far as the global batch shows: (global i, global j)
     same = {(i, i) for i in range(b * world)} | {(3, 1), (1, 3), (5, 0), (0, 5)}
     for r in range(world):
