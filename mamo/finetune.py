@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mamo.downstream.config import TASKS
+
 
 def finetune(cfg: Any, log=None) -> dict[str, Any]:
     """Fine-tune ``cfg.task`` from ``cfg.init``; returns the results dict (also written)."""
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m mamo.finetune",
         description="Fine-tune a pre-trained MAMO checkpoint on retrieval, VQA, NLVR2 or weakly "
                     "supervised grounding, then evaluate on the eval split.")
-    ap.add_argument("--task", required=True, choices=["retrieval", "vqa", "nlvr2", "grounding"])
+    ap.add_argument("--task", required=True, choices=TASKS)
     ap.add_argument("--config", default=None, help="YAML config (e.g. configs/finetune/vqa.yaml)")
     ap.add_argument("--init", default=None,
                     help="pre-trained run dir (runs/<name>), its final/ dir, or a model.safetensors; "

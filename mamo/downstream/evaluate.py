@@ -6,13 +6,15 @@ import json
 import sys
 from pathlib import Path
 
+from mamo.downstream.config import TASKS
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m mamo.downstream.evaluate",
         description="Evaluate a downstream task (retrieval, vqa, nlvr2, grounding) on the eval "
                     "split of its data; writes <out>/results_<task>.json.")
-    ap.add_argument("--task", required=True, choices=["retrieval", "vqa", "nlvr2", "grounding"])
+    ap.add_argument("--task", required=True, choices=TASKS)
     ap.add_argument("--config", default=None, help="configs/finetune/<task>.yaml (data section)")
     ap.add_argument("--checkpoint", required=True,
                     help="fine-tuned dir (python -m mamo.finetune), or for retrieval/grounding a "

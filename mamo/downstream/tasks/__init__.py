@@ -7,6 +7,8 @@ from types import ModuleType
 
 
 def task_module(task: str) -> ModuleType:
-    if task not in ("retrieval", "vqa", "nlvr2", "grounding"):
-        raise ValueError(f"unknown task {task!r}; expected retrieval, vqa, nlvr2 or grounding")
+    from mamo.downstream.config import TASKS
+
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     return importlib.import_module(f"mamo.downstream.tasks.{task}")
