@@ -119,3 +119,55 @@ def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
     q = torch.randn(1, 1, 4, 16)
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
         fused_attention(q, q, q, impl="triton")
+
+
+def test_mixed_layouts_and_more_queries_than_keys(seed):
+    # q a slice of a fused [B, S, 3, H, D] projection (not dense), k transposed, v contiguous:
+    # the launch path copies what does not fit its one-stride-set-per-group contract.
+    B, Sq, Sk, H, D = 2, 33, 9, 2, 32
+    q = torch.randn(B, Sq, 3, H, D)[:, :, 0].transpose(1, 2).requires_grad_(True)
+    k = torch.randn(B, Sk, H, D).transpose(1, 2).requires_grad_(True)
+    v = torch.randn(B, H, Sk, D).requires_grad_(True)
+    mask = torch.rand(B, Sk) < 0.3
+    mask[:, 0] = False
+    mask = mask.t().contiguous().t()  # a non-contiguous bool mask
+    assert not mask.is_contiguous()
+    _compare(q, k, v, mask, seed)
+
+
+def test_custom_ops_pass_opcheck(seed):
+    from kernels.attention import _attention_bwd_op, _attention_fwd_op
+
+    q, k, v = _inputs(2, 2, 19, 21, 32, torch.float32)
+    mask = torch.rand(2, 21) < 0.3
+    scale = 1 / math.sqrt(32)
+    # schema, fake (meta) outputs vs real ones, autograd registration, AOT dispatch
+    torch.library.opcheck(_attention_fwd_op, (q, k, v, mask, scale))
+    o, lse = _attention_fwd_op(q.detach(), k.detach(), v.detach(), mask, scale)
+    do = torch.randn_like(o).transpose(1, 2).contiguous().transpose(1, 2)  # another layout
+    torch.library.opcheck(_attention_bwd_op, (do, q.detach(), k.detach(), v.detach(), o, lse,
+                                              mask, scale))
+
+
+def test_torch_compile_traces_without_graph_breaks(seed):
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    q, k, v = _inputs(2, 2, 23, 23, 32, torch.float32)
+    mask = torch.rand(2, 23) < 0.3
+    mask[:, 0] = False
+    w = torch.randn(32)
+
+    def loss(q, k, v, mask):
+        return (fused_attention(q, k, v, mask, impl="triton") * w).sin().sum()
+
+    explain = torch._dynamo.explain(loss)(q, k, v, mask)
+    assert explain.graph_break_count == 0, explain.break_reasons
+    compiled = torch.compile(loss, backend="aot_eager", fullgraph=True)
+    got = compiled(q, k, v, mask)
+    got_grads = torch.autograd.grad(got, (q, k, v))
+    ref = loss(q, k, v, mask)
+    ref_grads = torch.autograd.grad(ref, (q, k, v))
+    torch.testing.assert_close(got, ref, **TOL[torch.float32])
+    for g, r in zip(got_grads, ref_grads):
+        torch.testing.assert_close(g, r, **TOL[torch.float32])
