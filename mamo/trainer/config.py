@@ -55,7 +55,11 @@ class TrainConfig:
     keep_last: int = 3  # checkpoints kept on disk (older ones are deleted)
     seed: int = 0  # model init, and (with the step) every per-step masking seed
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    compile: bool = False  # torch.compile the model's forward
+    compile: bool = False  # torch.compile each transformer block
+    # torch.compile mode for the blocks: "reduce-overhead" adds CUDA graphs (removes the
+    # per-kernel host launch cost that dominates small shapes; static shapes, more memory)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune",
+                          "max-autotune-no-cudagraphs"] = "default"
     max_nonfinite: int = 5  # abort after this many non-finite steps in a row
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # torch intra-op CPU threads; 0 = torch's default. On a shared CPU box 1 is often much

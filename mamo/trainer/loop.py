@@ -252,7 +252,7 @@ def build_model(cfg: RunConfig, num_concepts: int) -> nn.Module:
     return MAMO(cfg.model, cfg.loss, num_concepts)
 
 
-def compile_blocks(model: nn.Module) -> int:
+def compile_blocks(model: nn.Module, mode: str = "default") -> int:
     """``torch.compile`` every transformer block in place (torchtitan-style, per block).
 
     The top-level forward draws masks from generators, samples hard negatives and all-gathers
@@ -262,7 +262,7 @@ def compile_blocks(model: nn.Module) -> int:
     """
     blocks = [m for m in model.modules() if type(m).__name__.endswith("Block")]
     for block in blocks:
-        block.compile()
+        block.compile(mode=mode)
     return len(blocks)
 
 
@@ -326,7 +326,7 @@ def _train(p: Prepared, info: DistInfo, progress: bool) -> int:
     logger = MetricsLogger(p.run_dir, enabled=info.is_main, tensorboard=tc.tensorboard)
 
     if tc.compile:
-        compile_blocks(model)
+        compile_blocks(model, tc.compile_mode)
     ddp_model = wrap_ddp(model, info, _find_unused(cfg))
     stream = BatchStream(p.loader)  # already positioned by prepare() when resuming
     bar = tqdm(total=p.total_steps, initial=start_step, disable=not (progress and info.is_main),
