@@ -13,7 +13,10 @@ Sections, each guarded so that one failure does not lose the others' figures:
   3. the data loader (mamo.data: DALI with nvJPEG "mixed" decode when DALI is installed,
      else the PyTorch fallback) on a freshly generated synthetic version: samples/s;
   4. a few `base` training steps (mamo.model) with SDPA + torch losses and with the Triton
-     kernels: samples/s and MFU (FLOPs counted by torch's FlopCounterMode on the SDPA step).
+     kernels: samples/s and MFU (FLOPs counted by torch's FlopCounterMode on the SDPA step);
+  5. the contrastive loss at base shapes (what a fused InfoNCE could save at most), host
+     issue time per attention fwd+bwd (Triton vs SDPA), attention under torch.compile
+     (mode="reduce-overhead": CUDA graphs) and training steps with compiled blocks.
 
 Writes <out>.json and <out>.md after every section (a timeout keeps what was done).
 """
@@ -36,6 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# Default sections, in order: the kernel checks and timings first (they are what a short
+# lease must not lose), then the slower ones that compile.
+SECTIONS = ("attention", "cross_entropy", "regression", "itc", "profile", "data", "train",
+            "attention_compiled", "train_compiled")
 # H200 SXM dense bf16 tensor-core peak (vendor datasheet), for MFU.
 PEAK_BF16_FLOPS = 989.4e12
 # "cuda"; "cpu" only for --cpu-smoke, which runs every code path here at toy sizes.
@@ -62,6 +69,8 @@ def build_plan(quick: bool, smoke: bool = False) -> dict[str, Any]:
             "data": {"samples": 32, "batch_size": 8, "image_size": 64, "batches": 2},
             "train": {"preset": "tiny", "batch_size": 4, "text_len": 16, "num_concepts": 50,
                       "warmup_steps": 1, "steps": 1},
+            "compile_modes": ["default"],  # CUDA graphs need CUDA
+            "itc": {"batch_size": 8, "embed_dim": 32, "queue": 64},
         }
     b_small, b_big = (16, 32) if quick else (64, 128)
     return {
@@ -94,6 +103,8 @@ def build_plan(quick: bool, smoke: bool = False) -> dict[str, Any]:
                  "batches": 6 if quick else 20},
         "train": {"preset": "base", "batch_size": 16 if quick else 64, "text_len": 40,
                   "num_concepts": 2000, "warmup_steps": 2, "steps": 3 if quick else 6},
+        "compile_modes": ["reduce-overhead"],
+        "itc": {"batch_size": 64, "embed_dim": 256, "queue": 65536},  # METHOD.md base defaults
     }
 
 
@@ -115,6 +126,14 @@ def print_plan(plan: dict[str, Any], args: argparse.Namespace) -> None:
     t = plan["train"]
     print(f"  train      preset {t['preset']}, batch {t['batch_size']}, {t['steps']} timed steps "
           f"(sdpa+torch losses, then triton+kernels) (sections: {'train' in args.sections})")
+    c = plan["itc"]
+    print(f"  itc        B={c['batch_size']} E={c['embed_dim']} queue={c['queue']}: torch contrastive loss "
+          f"fwd+bwd time + peak memory (bounds what a fused InfoNCE could save) (sections: {'itc' in args.sections})")
+    print(f"  profile    host issue time per attention fwd+bwd, Triton vs the model's SDPA path "
+          f"(sections: {'profile' in args.sections})")
+    print(f"  compiled   attention fwd+bwd under torch.compile mode(s) {plan['compile_modes']}, Triton vs "
+          f"SDPA (sections: {'attention_compiled' in args.sections}); train steps with compiled blocks "
+          f"(sections: {'train_compiled' in args.sections})")
     print(f"  time budget {args.budget_s:.0f} s; output {args.out}.json / .md")
 
 
@@ -171,6 +190,18 @@ def render_markdown(d: dict[str, Any]) -> str:
         lines += ["## Data loader", "", "```", json.dumps(d["data"], indent=1), "```", ""]
     if d["train"]:
         lines += ["## Training steps", "", "```", json.dumps(d["train"], indent=1), "```", ""]
+    if d.get("itc"):
+        lines += ["## Contrastive loss (torch, fwd+bwd)", "", "```", json.dumps(d["itc"], indent=1), "```", ""]
+    if d.get("train_compiled"):
+        lines += ["## Training steps, compiled blocks", "", "```",
+                  json.dumps(d["train_compiled"], indent=1), "```", ""]
+    if d.get("profile"):
+        lines += ["## Host issue time per attention fwd+bwd (ms)", "",
+                  "| shape | triton issue | triton wall | sdpa issue | sdpa wall |", "|---|---|---|---|---|"]
+        for r in d["profile"]:
+            lines.append(f"| {r['shape']} | {r['issue_ms']:.3f} | {r['wall_ms']:.3f} | "
+                         f"{r.get('sdpa_issue_ms', float('nan')):.3f} | {r.get('sdpa_wall_ms', float('nan')):.3f} |")
+        lines.append("")
     if d["errors"]:
         lines += ["## Errors", ""] + [f"- {e['section']}: `{e['error']}`" for e in d["errors"]] + [""]
     return "\n".join(lines)
@@ -337,6 +368,83 @@ def attention_section(rep: Report, plan: dict[str, Any], deadline: float) -> Non
         rep.save()
 
 
+def attention_compiled_section(rep: Report, plan: dict[str, Any], deadline: float) -> None:
+    """fwd+bwd under torch.compile, Triton (custom ops) vs SDPA, in each compile mode of the
+    plan: "reduce-overhead" captures CUDA graphs, which removes the per-launch host cost
+    that makes eager Triton lose at small shapes."""
+    import torch
+    import torch._dynamo
+    import torch.nn.functional as F
+
+    from kernels.attention import fused_attention
+
+    dev = torch.device(DEVICE)
+    iters, warmup = plan["iters"], plan["warmup"]
+    for mode in plan["compile_modes"]:
+        for name, B, H, S, D, T, dt in plan["attention"]:
+            if time.time() > deadline:
+                rep.data["errors"].append({"section": "attention compiled", "error": "skipped: time budget"})
+                return
+            try:
+                dtype = getattr(torch, dt)
+                q, k, v = (torch.randn(B, H, S, D, device=dev, dtype=dtype, requires_grad=True)
+                           for _ in range(3))
+                mask = padding_mask(B, S, T, dev) if T else None
+                keep = None if mask is None else ~mask[:, None, None, :]
+                do = torch.randn_like(q)
+                torch._dynamo.reset()
+                tri = torch.compile(lambda q, k, v, m: fused_attention(q, k, v, m, impl="triton"),
+                                    mode=mode, fullgraph=True)
+                sdpa = torch.compile(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m),
+                                     mode=mode, fullgraph=True)
+                t0 = time.time()
+                out = tri(q, k, v, mask)
+                ok_err = rel_err(out, fused_attention(q, k, v, mask, impl="triton"))
+                compile_s = time.time() - t0
+                ms = cuda_time_ms(lambda: torch.autograd.grad(tri(q, k, v, mask), (q, k, v), do),
+                                  iters, warmup)
+                base_ms = cuda_time_ms(lambda: torch.autograd.grad(sdpa(q, k, v, keep), (q, k, v), do),
+                                       iters, warmup)
+                rep.timing(kernel="attention compiled", case=f"{name} B{B} H{H} S{S} D{D} {dt} [{mode}]",
+                           **{"pass": "fwd+bwd"}, ms=ms, baseline=f"sdpa{' + mask' if T else ''} compiled",
+                           base_ms=base_ms, tflops=4.0 * B * H * S * S * D * 3.5 / (ms * 1e-3) / 1e12,
+                           compile_s=round(compile_s, 1), err_vs_eager=ok_err)
+            except Exception as e:  # noqa: BLE001
+                rep.error(f"attention compiled {name} [{mode}]", e)
+            rep.save()
+    torch._dynamo.reset()
+
+
+def itc_section(rep: Report, plan: dict[str, Any]) -> None:
+    """The contrastive loss as the model computes it (mamo.objectives.itc_loss: batch + queue,
+    momentum distillation): time and peak memory of fwd+bwd. It decides whether the optional
+    fused InfoNCE kernel could pay: its share of a `base` step is the most it could save."""
+    import torch
+    import torch.nn.functional as F
+
+    from mamo.objectives.itc import FeatureQueue, itc_loss
+
+    c = plan["itc"]
+    dev = torch.device(DEVICE)
+    B, E, Q = c["batch_size"], c["embed_dim"], c["queue"]
+    queue = FeatureQueue(E, Q).to(dev)  # random unit vectors, as at the start of training
+    img = F.normalize(torch.randn(B, E, device=dev), dim=1).requires_grad_(True)
+    txt = F.normalize(torch.randn(B, E, device=dev), dim=1).requires_grad_(True)
+    img_m, txt_m = img.detach().clone(), txt.detach().clone()
+    temp = torch.tensor(0.07, device=dev, requires_grad=True)
+
+    def fwd_bwd():
+        with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=DEVICE == "cuda"):
+            loss, _, _ = itc_loss(img, txt, img_m, txt_m, queue, temp, alpha=0.4)
+        return torch.autograd.grad(loss, (img, txt, temp))
+
+    ms = cuda_time_ms(fwd_bwd, plan["iters"], plan["warmup"])
+    mib = peak_mib(fwd_bwd)
+    rep.data["itc"] = {"batch_size": B, "embed_dim": E, "queue": Q, "fwd_bwd_ms": ms,
+                       "peak_mib": mib}
+    print("  itc", rep.data["itc"])
+
+
 # ----------------------------------------------------------------------------- losses
 def cross_entropy_section(rep: Report, plan: dict[str, Any], deadline: float) -> None:
     import torch
@@ -432,6 +540,7 @@ def profile_section(rep: Report, plan: dict[str, Any]) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     from kernels.attention import fused_attention
+    from mamo.model.attention import attention
 
     dev = torch.device(DEVICE)
     rows = []
@@ -445,15 +554,25 @@ def profile_section(rep: Report, plan: dict[str, Any]) -> None:
         def step():
             return torch.autograd.grad(fused_attention(q, k, v, mask, impl="triton"), (q, k, v), do)
 
-        for _ in range(3):
-            step()
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(20):
-            step()
-        cpu_issue = (time.perf_counter() - t0) / 20 * 1e3
-        sync()
-        wall = (time.perf_counter() - t0) / 20 * 1e3
+        def sdpa_step():
+            out = attention(q, k, v, mask, "sdpa")  # the model's masked SDPA path
+            return torch.autograd.grad(out, (q, k, v), do)
+
+        def issue_and_wall(fn):
+            for _ in range(3):
+                fn()
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(20):
+                fn()
+            issue = (time.perf_counter() - t0) / 20 * 1e3
+            sync()
+            return issue, (time.perf_counter() - t0) / 20 * 1e3
+
+        cpu_issue, wall = issue_and_wall(step)
+        sdpa_issue, sdpa_wall = issue_and_wall(sdpa_step)
+        print(f"  profile B{B} S{S}: host issue per fwd+bwd triton {cpu_issue:.3f} ms vs sdpa "
+              f"{sdpa_issue:.3f} ms (ratio {sdpa_issue / cpu_issue:.2f})")
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEVICE == "cuda" else [])
         with profile(activities=acts) as prof:
             for _ in range(5):
@@ -464,7 +583,7 @@ def profile_section(rep: Report, plan: dict[str, Any]) -> None:
         print(f"  profile B{B} S{S}: python issue {cpu_issue:.3f} ms/iter, wall {wall:.3f} ms/iter")
         print(table)
         rows.append({"shape": f"B{B} H12 S{S} D64 bf16", "issue_ms": cpu_issue, "wall_ms": wall,
-                     "table": table})
+                     "sdpa_issue_ms": sdpa_issue, "sdpa_wall_ms": sdpa_wall, "table": table})
     rep.data["profile"] = rows
 
 
@@ -547,22 +666,32 @@ def data_section(rep: Report, plan: dict[str, Any], args: argparse.Namespace) ->
                   image_device=str(batch["image"].device))
 
 
-def train_section(rep: Report, plan: dict[str, Any]) -> None:
+def train_section(rep: Report, plan: dict[str, Any], compiled: bool = False) -> None:
+    """`base` steps, eager; with ``compiled`` the blocks are torch.compiled as
+    `train.compile=true` does (mamo.trainer.loop.compile_blocks, default mode)."""
     import torch
 
     from mamo.model import MAMO, LossConfig, ModelConfig
+    from mamo.trainer.loop import compile_blocks
 
     t = plan["train"]
     dev = torch.device(DEVICE)
     result: dict[str, Any] = {"preset": t["preset"], "batch_size": t["batch_size"],
-                              "autocast": "bf16", "optimizer": "AdamW(fused)"}
-    rep.data["train"] = result
+                              "autocast": "bf16", "optimizer": "AdamW(fused)",
+                              "compiled_blocks": compiled}
+    if compiled:
+        rep.data.setdefault("train_compiled", None)
+        rep.data["train_compiled"] = result
+    else:
+        rep.data["train"] = result
     mcfg = ModelConfig(preset=t["preset"], attn_impl="sdpa", text_init=None)
     lcfg = LossConfig(loss_impl="torch")
     model = MAMO(mcfg, lcfg, num_concepts=t["num_concepts"], load_pretrained=False).to(dev).train()
     params = [p for p in model.parameters() if p.requires_grad]
     result["params_trainable_M"] = round(sum(p.numel() for p in params) / 1e6, 1)
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.02, fused=DEVICE == "cuda")
+    if compiled:
+        result["blocks_compiled"] = compile_blocks(model)
     B, L, S = t["batch_size"], t["text_len"], mcfg.vision.image_size
     lengths = torch.randint(8, L + 1, (B,), device=dev)
     am = (torch.arange(L, device=dev)[None, :] < lengths[:, None]).long()
@@ -585,7 +714,9 @@ def train_section(rep: Report, plan: dict[str, Any]) -> None:
     try:
         from torch.utils.flop_counter import FlopCounterMode
 
+        t_first = time.time()
         step(0)
+        result["first_step_s"] = round(time.time() - t_first, 1)  # includes compilation
         with FlopCounterMode(display=False) as counter:
             step(1)
         result["flops_per_step"] = float(counter.get_total_flops())
@@ -596,6 +727,7 @@ def train_section(rep: Report, plan: dict[str, Any]) -> None:
         try:
             model.set_attn_impl(attn)
             model.loss_cfg.loss_impl = loss_impl
+            t_warm = time.time()
             for i in range(t["warmup_steps"]):
                 step(100 + i)
             sync()
@@ -606,7 +738,8 @@ def train_section(rep: Report, plan: dict[str, Any]) -> None:
                 step(200 + i)
             sync()
             sec = (time.time() - t0) / t["steps"]
-            row = {"step_s": round(sec, 4), "samples_per_s": round(B / sec, 1)}
+            row = {"step_s": round(sec, 4), "samples_per_s": round(B / sec, 1),
+                   "warmup_s": round(t0 - t_warm, 1)}
             if DEVICE == "cuda":
                 row["peak_mem_GiB"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
             if result.get("flops_per_step"):
@@ -626,8 +759,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="output path stem: writes <out>.json and <out>.md")
     ap.add_argument("--quick", action="store_true", help="smaller shapes and fewer repetitions")
     ap.add_argument("--plan", action="store_true", help="print the plan and exit (no GPU needed)")
-    ap.add_argument("--sections", default="attention,cross_entropy,regression,data,train",
-                    help="comma-separated subset of attention,cross_entropy,regression,data,train")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help="comma-separated subset of " + ",".join(SECTIONS) + " (and ce_sweep)")
     ap.add_argument("--budget-s", type=float, default=420.0,
                     help="stop starting new kernel timings after this many seconds")
     ap.add_argument("--cpu-smoke", action="store_true",
@@ -672,10 +805,13 @@ def main(argv: list[str] | None = None) -> int:
     # TF32 stays off: the fp32 references must be true fp32 for the fp32 checks.
     sections = {
         "attention": lambda: attention_section(rep, plan, deadline),
+        "attention_compiled": lambda: attention_compiled_section(rep, plan, deadline),
         "cross_entropy": lambda: cross_entropy_section(rep, plan, deadline),
         "regression": lambda: regression_section(rep, plan, deadline),
         "data": lambda: data_section(rep, plan, args),
         "train": lambda: train_section(rep, plan),
+        "train_compiled": lambda: train_section(rep, plan, compiled=True),
+        "itc": lambda: itc_section(rep, plan),
         "profile": lambda: profile_section(rep, plan),
         "ce_sweep": lambda: ce_sweep_section(rep, plan),
     }
