@@ -666,7 +666,8 @@ def data_section(rep: Report, plan: dict[str, Any], args: argparse.Namespace) ->
                   image_device=str(batch["image"].device))
 
 
-def train_section(rep: Report, plan: dict[str, Any], compiled: bool = False) -> None:
+def train_section(rep: Report, plan: dict[str, Any], compiled: bool = False,
+                  deadline: float = math.inf) -> None:
     """`base` steps, eager; with ``compiled`` the blocks are torch.compiled as
     `train.compile=true` does (mamo.trainer.loop.compile_blocks, default mode)."""
     import torch
@@ -674,6 +675,10 @@ def train_section(rep: Report, plan: dict[str, Any], compiled: bool = False) -> 
     from mamo.model import MAMO, LossConfig, ModelConfig
     from mamo.trainer.loop import compile_blocks
 
+    if time.time() > deadline:
+        rep.data["errors"].append({"section": "train_compiled" if compiled else "train",
+                                   "error": "skipped: time budget"})
+        return
     t = plan["train"]
     dev = torch.device(DEVICE)
     result: dict[str, Any] = {"preset": t["preset"], "batch_size": t["batch_size"],
@@ -810,7 +815,7 @@ def main(argv: list[str] | None = None) -> int:
         "regression": lambda: regression_section(rep, plan, deadline),
         "data": lambda: data_section(rep, plan, args),
         "train": lambda: train_section(rep, plan),
-        "train_compiled": lambda: train_section(rep, plan, compiled=True),
+        "train_compiled": lambda: train_section(rep, plan, compiled=True, deadline=deadline),
         "itc": lambda: itc_section(rep, plan),
         "profile": lambda: profile_section(rep, plan),
         "ce_sweep": lambda: ce_sweep_section(rep, plan),
