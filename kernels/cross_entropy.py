@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 
 from kernels.dispatch import interpreter_enabled, select_impl
+from kernels.tuning import launch
 
 # Upper bound on the elements of one chunk's logits buffer: 2^26 (128 MiB in bf16), about
 # 2,200 rows at V = 30,522. Measured on an H200 (N 8192, D 768, V 30522, bf16, fwd+bwd):
@@ -97,10 +98,10 @@ def _fused_forward(hidden, weight, bias, labels, ignore_index, need_grad, chunk_
         h = hidden[start:end]
         logits = torch.addmm(bias, h, weight.t()) if bias is not None else h @ weight.t()
         logits = logits.contiguous()
-        _ce_rows_kernel[(end - start,)](
-            logits, logits.stride(0), labels[start:end], loss_rows[start:end], n_valid,
-            V, ignore_index, WRITE_GRAD=write_grad, BLOCK_V=block_v, num_warps=num_warps,
-        )
+        launch(_ce_rows_kernel, (end - start,),
+               (logits, logits.stride(0), labels[start:end], loss_rows[start:end], n_valid,
+                V, ignore_index),
+               dict(WRITE_GRAD=write_grad, BLOCK_V=block_v, num_warps=num_warps))
         if not write_grad:
             continue
         dlogits = logits  # overwritten in place by the kernel

@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 from kernels.dispatch import select_impl
+from kernels.tuning import launch
 
 KINDS = ("smooth_l1", "mse", "cosine")
 TARGET_NORMS = ("layer", "l2", "none")
@@ -110,13 +111,12 @@ class _MaskedRegression(torch.autograd.Function):
         write_grad = bool(ctx.needs_input_grad[0])
         grad = torch.empty((N, D), dtype=pred.dtype, device=pred.device) if write_grad else partial
         if N > 0:
-            _masked_regression_kernel[(n_blocks,)](
-                pred_c, target_c, mask_i8, n_masked, partial, grad,
-                N, D, pred_c.stride(0), target_c.stride(0), grad.stride(0) if write_grad else 0,
-                float(beta), 1.0 / beta if beta > 0 else 0.0,
-                KIND=KINDS.index(kind), NORM={"none": 0, "layer": 1, "l2": 2}[target_norm],
-                WRITE_GRAD=write_grad, BLOCK_R=block_r, BLOCK_D=block_d, num_warps=num_warps,
-            )
+            launch(_masked_regression_kernel, (n_blocks,),
+                   (pred_c, target_c, mask_i8, n_masked, partial, grad,
+                    N, D, pred_c.stride(0), target_c.stride(0), grad.stride(0) if write_grad else 0,
+                    float(beta), 1.0 / beta if beta > 0 else 0.0),
+                   dict(KIND=KINDS.index(kind), NORM={"none": 0, "layer": 1, "l2": 2}[target_norm],
+                        WRITE_GRAD=write_grad, BLOCK_R=block_r, BLOCK_D=block_d, num_warps=num_warps))
         elif write_grad:
             grad.zero_()
         ctx.grad = grad if write_grad else None

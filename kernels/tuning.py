@@ -7,8 +7,9 @@ overhead shows; a dict lookup plus a plain JIT launch keeps the host side small.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 
 class LaunchConfig(NamedTuple):
@@ -19,6 +20,28 @@ class LaunchConfig(NamedTuple):
 
 
 _BEST: dict[tuple, LaunchConfig] = {}
+# Set by recording_launches(): launches are appended here instead of run.
+_RECORDED: list[dict[str, Any]] | None = None
+
+
+@contextlib.contextmanager
+def recording_launches() -> Iterator[list[dict[str, Any]]]:
+    """Within this block kernels are not launched: each launch is recorded as a dict
+    (kernel, args, kwargs, configs), for compiling them ahead of time (kernels/compile_check.py)."""
+    global _RECORDED
+    previous, _RECORDED = _RECORDED, []
+    try:
+        yield _RECORDED
+    finally:
+        _RECORDED = previous
+
+
+def launch(kernel: Any, grid: tuple[int, ...], args: tuple, kwargs: dict[str, Any]) -> None:
+    """A plain launch (fixed config in ``kwargs``), recorded under ``recording_launches``."""
+    if _RECORDED is not None:
+        _RECORDED.append({"kernel": kernel, "args": args, "kwargs": kwargs, "configs": None})
+        return
+    kernel[grid](*args, **kwargs)
 
 
 def _cuda_bench(fn: Callable[[], Any]) -> float:
@@ -42,6 +65,9 @@ def launch_tuned(kernel: Any, grid: Callable[[LaunchConfig], tuple[int, ...]], a
         kernel[grid(cfg)](*args, **kwargs, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
                           num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
+    if _RECORDED is not None:
+        _RECORDED.append({"kernel": kernel, "args": args, "kwargs": kwargs, "configs": configs})
+        return configs[0]
     best = _BEST.get(key)
     if best is None:
         if len(configs) == 1:
