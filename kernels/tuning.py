@@ -52,6 +52,12 @@ def _cuda_bench(fn: Callable[[], Any]) -> float:
     return float(triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median"))
 
 
+def _capturing() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
 def launch_tuned(kernel: Any, grid: Callable[[LaunchConfig], tuple[int, ...]], args: tuple,
                  kwargs: dict[str, Any], key: tuple, configs: list[LaunchConfig],
                  bench: Callable[[Callable[[], Any]], float] | None = None) -> LaunchConfig:
@@ -70,7 +76,12 @@ def launch_tuned(kernel: Any, grid: Callable[[LaunchConfig], tuple[int, ...]], a
         return configs[0]
     best = _BEST.get(key)
     if best is None:
-        if len(configs) == 1:
+        if len(configs) == 1 or _capturing():
+            # Timing inside a CUDA graph capture would break it (it synchronises): take the
+            # first config and do not cache it, so the next eager call still tunes.
+            if len(configs) > 1:
+                run(configs[0])
+                return configs[0]
             best = configs[0]
         else:
             timer = bench or _cuda_bench

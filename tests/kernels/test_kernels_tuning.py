@@ -47,3 +47,21 @@ def test_every_config_failing_is_an_error():
     with pytest.raises(RuntimeError, match="no launch config"):
         launch_tuned(_scale_kernel, lambda c: (1,), (x, x, 8, 1.0), {}, ("fail-test",),
                      [LaunchConfig(16, 16, 4, 1), LaunchConfig(32, 16, 4, 1)], bench=failing)
+
+
+def test_no_timing_during_cuda_graph_capture(monkeypatch):
+    import kernels.tuning as tuning
+
+    x = torch.randn(37)
+    y = torch.empty_like(x)
+    configs = [LaunchConfig(16, 16, 4, 1), LaunchConfig(64, 16, 4, 1)]
+    key = ("capture-test", x.shape)
+
+    def must_not_time(fn):
+        raise AssertionError("timed a config during capture")
+
+    monkeypatch.setattr(tuning, "_capturing", lambda: True)
+    got = launch_tuned(_scale_kernel, lambda c: (triton.cdiv(37, c.block_m),), (x, y, 37, 2.0), {},
+                       key, configs, bench=must_not_time)
+    assert got == configs[0] and key not in tuning._BEST  # the next eager call still tunes
+    torch.testing.assert_close(y, 2 * x)
