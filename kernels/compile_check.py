@@ -6,7 +6,7 @@ real wrappers on small CPU tensors at MAMO-like shapes with launches recorded in
 (``kernels.tuning.recording_launches``), so every argument type, specialisation and constexpr
 is exactly a real call's; then it compiles each recorded launch, with each of its tuner
 configs, for the target architecture (Triton ships ptxas) and reads the shared memory the
-compiled kernel needs.
+compiled kernel needs, and its registers and register spills (cuobjdump, also in the wheel).
 
     python -m kernels.compile_check                    # sm_90 (H100/H200), every config
     python -m kernels.compile_check --arch 80 --arch 90 --dtypes bfloat16
@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +45,8 @@ class Result:
     shared: int | None
     seconds: float
     error: str | None = None
+    regs: int | None = None  # registers per thread (cuobjdump)
+    local: int | None = None  # local memory bytes per thread: > 0 means register spills
 
     @property
     def fits(self) -> bool:
@@ -115,8 +121,27 @@ def record(dtype: torch.dtype) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def compile_launch(launch: dict[str, Any], arch: int, config: Any | None) -> tuple[int, float]:
-    """Compile one recorded launch for ``sm_<arch>``; returns (shared memory bytes, seconds)."""
+def resource_usage(cubin: bytes) -> tuple[int | None, int | None]:
+    """(registers, local-memory bytes) per thread of a cubin, read with the cuobjdump that
+    ships in the Triton wheel; (None, None) when it is not there."""
+    import triton
+
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    if not os.path.exists(tool):
+        return None, None
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "kernel.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        text = subprocess.run([tool, "--dump-resource-usage", path], capture_output=True,
+                              text=True, timeout=60).stdout
+    regs = re.search(r"REG:(\d+)", text)
+    local = re.search(r"LOCAL:(\d+)", text)
+    return (int(regs.group(1)) if regs else None), (int(local.group(1)) if local else None)
+
+
+def compile_launch(launch: dict[str, Any], arch: int, config: Any | None) -> tuple[int, float, Any]:
+    """Compile one recorded launch for ``sm_<arch>``: (shared memory bytes, seconds, kernel)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, make_backend
@@ -137,7 +162,7 @@ def compile_launch(launch: dict[str, Any], arch: int, config: Any | None) -> tup
     t0 = time.perf_counter()
     compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=target,
                               options=options.__dict__)
-    return int(compiled.metadata.shared), time.perf_counter() - t0
+    return int(compiled.metadata.shared), time.perf_counter() - t0, compiled
 
 
 def check(archs: list[int], dtypes: list[str], all_configs: bool = True,
@@ -166,8 +191,9 @@ def check(archs: list[int], dtypes: list[str], all_configs: bool = True,
                     label = "fixed" if cfg is None else (f"M{cfg.block_m} N{cfg.block_n} "
                                                          f"w{cfg.num_warps} s{cfg.num_stages}")
                     try:
-                        shared, sec = compile_launch(launch, arch, cfg)
-                        r = Result(name, f"{case} {dt}", arch, label, shared, sec)
+                        shared, sec, compiled = compile_launch(launch, arch, cfg)
+                        regs, local = resource_usage(compiled.asm["cubin"])
+                        r = Result(name, f"{case} {dt}", arch, label, shared, sec, regs=regs, local=local)
                     except Exception as e:  # noqa: BLE001 - reported per launch
                         r = Result(name, f"{case} {dt}", arch, label, None, 0.0,
                                    f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
@@ -175,8 +201,10 @@ def check(archs: list[int], dtypes: list[str], all_configs: bool = True,
                     if progress:
                         status = ("ok" if r.fits else f"ERROR {r.error}" if r.error else
                                   f"over the {SHARED_LIMIT[arch]} B limit (the tuner skips it)")
-                        print(f"sm_{arch} {name:28s} {r.case:40s} {label:18s} "
+                        spill = f" SPILLS {r.local} B/thread" if r.local else ""
+                        print(f"sm_{arch} {name:26s} {r.case:40s} {label:17s} "
                               f"shared {r.shared if r.shared is not None else '-':>7} B  "
+                              f"regs {r.regs if r.regs is not None else '-':>3}{spill}  "
                               f"{r.seconds:4.1f} s  {status}", flush=True)
     return results
 
@@ -203,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     for line in failed:
         print("FAILED:", line)
     print(f"compile_check: {len(results)} compilations for sm_{'/sm_'.join(map(str, args.arch or [90]))}, "
-          f"{sum(not r.fits for r in results)} configs unusable, {len(failed)} failures, "
+          f"{sum(not r.fits for r in results)} configs unusable, "
+          f"{sum(bool(r.local) for r in results if r.fits)} usable configs spill registers, "
+          f"{len(failed)} failures, "
           f"{time.time() - t0:.0f} s")
     return 1 if failed else 0
 
