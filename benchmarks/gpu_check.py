@@ -195,6 +195,9 @@ def render_markdown(d: dict[str, Any]) -> str:
     if d.get("train_compiled"):
         lines += ["## Training steps, compiled blocks", "", "```",
                   json.dumps(d["train_compiled"], indent=1), "```", ""]
+    if d.get("launch_overhead"):
+        lines += ["## Host time per call (us)", "", "| what | us |", "|---|---|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in d["launch_overhead"].items()] + [""]
     if d.get("profile"):
         lines += ["## Host issue time per attention fwd+bwd (ms)", "",
                   "| shape | triton issue | triton wall | sdpa issue | sdpa wall |", "|---|---|---|---|---|"]
@@ -534,6 +537,25 @@ def regression_section(rep: Report, plan: dict[str, Any], deadline: float) -> No
         rep.save()
 
 
+def _define_empty_kernels() -> None:
+    """Empty Triton kernels for the launch-overhead probe (defined once triton is importable)."""
+    global _empty_kernel_1, _empty_kernel_17
+    import triton
+
+    @triton.jit
+    def empty1(X):
+        pass
+
+    @triton.jit
+    def empty17(X, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16):
+        pass
+
+    _empty_kernel_1, _empty_kernel_17 = empty1, empty17
+
+
+_empty_kernel_1 = _empty_kernel_17 = None
+
+
 def profile_section(rep: Report, plan: dict[str, Any]) -> None:
     """Where the time of one Triton attention fwd+bwd goes (torch.profiler), small and large."""
     import torch
@@ -585,6 +607,62 @@ def profile_section(rep: Report, plan: dict[str, Any]) -> None:
         rows.append({"shape": f"B{B} H12 S{S} D64 bf16", "issue_ms": cpu_issue, "wall_ms": wall,
                      "sdpa_issue_ms": sdpa_issue, "sdpa_wall_ms": sdpa_wall, "table": table})
     rep.data["profile"] = rows
+    try:
+        rep.data["launch_overhead"] = launch_overhead(300 if DEVICE == "cuda" else 2)
+        print("  launch overhead (host us per call):", json.dumps(rep.data["launch_overhead"]))
+    except Exception as e:  # noqa: BLE001
+        rep.error("launch overhead", e)
+
+
+def launch_overhead(n: int = 300) -> dict[str, float]:
+    """Host microseconds per call: empty Triton kernels with 1 and 17 arguments, the attention
+    wrappers without their launches, and a whole eager fwd+bwd, beside SDPA's. Splits the
+    small-shape cost into Triton's launch path and ours."""
+    import torch
+    import triton
+
+    from kernels.attention import fused_attention
+    from kernels.tuning import recording_launches
+
+    dev = torch.device(DEVICE)
+    x = torch.zeros(16, device=dev)
+    if DEVICE == "cuda" and _empty_kernel_1 is None:
+        _define_empty_kernels()
+
+    def per_call(fn) -> float:
+        for _ in range(min(n, 10)):
+            fn()
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        us = (time.perf_counter() - t0) / n * 1e6
+        sync()
+        return round(us, 2)
+
+    q, k, v = (torch.randn(4, 12, 40, 64, device=dev, dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+    mask = padding_mask(4, 40, 40, dev)
+    do = torch.randn_like(q)
+
+    def tri_fwd_bwd():
+        return torch.autograd.grad(fused_attention(q, k, v, mask, impl="triton"), (q, k, v), do)
+
+    def wrappers_only():
+        with recording_launches():
+            return tri_fwd_bwd()
+
+    out = {}
+    if DEVICE == "cuda":
+        out["empty kernel, 1 arg"] = per_call(lambda: _empty_kernel_1[(1,)](x))
+        out["empty kernel, 17 args"] = per_call(lambda: _empty_kernel_17[(1,)](x, *range(1, 17)))
+    out["attention fwd+bwd, wrappers without launches"] = per_call(wrappers_only)
+    out["attention fwd+bwd, triton (2 launches)"] = per_call(tri_fwd_bwd)
+    from mamo.model.attention import attention
+
+    out["attention fwd+bwd, sdpa (model path)"] = per_call(
+        lambda: torch.autograd.grad(attention(q, k, v, mask, "sdpa"), (q, k, v), do))
+    return out
 
 
 def ce_sweep_section(rep: Report, plan: dict[str, Any]) -> None:

@@ -171,3 +171,19 @@ def test_torch_compile_traces_without_graph_breaks(seed):
     torch.testing.assert_close(got, ref, **TOL[torch.float32])
     for g, r in zip(got_grads, ref_grads):
         torch.testing.assert_close(g, r, **TOL[torch.float32])
+
+
+def test_dense_layout_check_agrees_with_empty_like():
+    from kernels.attention import _non_overlapping_and_dense
+
+    base = torch.randn(2, 5, 3, 8)
+    cases = {
+        "contiguous": base,
+        "heads transposed": base.transpose(1, 2),
+        "all permuted": base.permute(3, 1, 0, 2),
+        "sliced (qkv chunk)": torch.randn(2, 5, 9, 8)[:, :, :3],
+        "strided rows": base[:, ::2],
+        "expanded": torch.randn(2, 1, 3, 8).expand(2, 5, 3, 8),
+    }
+    for name, x in cases.items():
+        assert _non_overlapping_and_dense(x) == (torch.empty_like(x).stride() == x.stride()), name
