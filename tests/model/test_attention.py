@@ -74,3 +74,18 @@ def test_unknown_impl_and_non_bool_mask_are_errors():
         attention(q, k, v, None, "flash")
     with pytest.raises(TypeError, match="bool"):
         attention(q, k, v, _mask().long(), "sdpa")
+
+
+def test_triton_output_keeps_the_projection_layout():
+    # The kernel writes o in q's [B, S, H, D] memory layout, so merging the heads after
+    # attention is a view (no copy kernel), and the gradient arriving there needs no copy.
+    pytest.importorskip("triton")
+    from mamo.model.attention import MultiHeadAttention
+
+    m = MultiHeadAttention(64, 4, impl="triton")
+    x = torch.randn(2, 9, 64)
+    q, k, v = m._split(m.query(x)), m._split(m.key(x)), m._split(m.value(x))
+    o = attention(q, k, v, None, "triton")
+    assert o.stride() == q.stride()
+    merged = o.transpose(1, 2).reshape(2, 9, 64)
+    assert merged.data_ptr() == o.data_ptr() and merged._base is not None
