@@ -39,10 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# Default sections, in order: the kernel checks and timings first (they are what a short
-# lease must not lose), then the slower ones that compile.
-SECTIONS = ("attention", "cross_entropy", "regression", "itc", "profile", "data", "train",
-            "attention_compiled", "train_compiled")
+# Default sections, in order of what a short lease must not lose: attention correctness and
+# timings, where its time goes, the compiled (CUDA-graph) remedy, then the losses, training
+# steps (eager, then compiled blocks) and the loader. Results are written after each section.
+SECTIONS = ("attention", "profile", "attention_compiled", "cross_entropy", "regression", "itc",
+            "train", "train_compiled", "data")
 # H200 SXM dense bf16 tensor-core peak (vendor datasheet), for MFU.
 PEAK_BF16_FLOPS = 989.4e12
 # "cuda"; "cpu" only for --cpu-smoke, which runs every code path here at toy sizes.
