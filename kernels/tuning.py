@@ -4,11 +4,21 @@ the winner directly.
 Why not ``triton.autotune``: it cannot run in the interpreter with more than one config, and
 on the H200 the whole attention fwd+bwd at MAMO shapes is short enough (~1 ms) that launch
 overhead shows; a dict lookup plus a plain JIT launch keeps the host side small.
+
+Winners are also kept on disk (``$MAMO_TUNING_CACHE``, default
+``~/.cache/mamo/kernel_tuning.json``; ``off`` disables it), keyed by GPU model, Triton version,
+shape key and config list: a restarted or resumed run, and every rank of a job, launches the
+same configs as the first run did (same numerics, no re-timing).
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import os
+import tempfile
+import warnings
+from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
 
@@ -52,6 +62,66 @@ def _cuda_bench(fn: Callable[[], Any]) -> float:
     return float(triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median"))
 
 
+_DISK: dict[str, list[int]] | None = None  # the disk cache, loaded on first need
+
+
+def _cache_file() -> Path | None:
+    value = os.environ.get("MAMO_TUNING_CACHE", "")
+    if value.lower() in ("off", "0", "none"):
+        return None
+    return Path(value) if value else Path.home() / ".cache" / "mamo" / "kernel_tuning.json"
+
+
+def _disk_key(key: tuple, configs: list[LaunchConfig]) -> str:
+    import torch
+    import triton
+
+    def part(x: Any) -> str:
+        if isinstance(x, torch.device):
+            # the GPU model, not its index: every rank of a node shares the entry
+            return torch.cuda.get_device_name(x) if x.type == "cuda" else x.type
+        return str(x)
+
+    return "|".join([triton.__version__, *map(part, key), repr([tuple(c) for c in configs])])
+
+
+def _disk_lookup(key: tuple, configs: list[LaunchConfig]) -> LaunchConfig | None:
+    global _DISK
+    path = _cache_file()
+    if path is None:
+        return None
+    if _DISK is None:
+        try:
+            _DISK = json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, ValueError) as e:
+            warnings.warn(f"kernel tuning cache {path} unreadable ({e}); re-tuning", stacklevel=3)
+            _DISK = {}
+    hit = _DISK.get(_disk_key(key, configs))
+    return LaunchConfig(*hit) if hit and LaunchConfig(*hit) in configs else None
+
+
+def _disk_store(key: tuple, configs: list[LaunchConfig], best: LaunchConfig) -> None:
+    global _DISK
+    path = _cache_file()
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # other processes' entries; an unreadable file is replaced
+            current = json.loads(path.read_text()) if path.exists() else {}
+        except ValueError:
+            current = {}
+        current.update(_DISK or {})
+        current[_disk_key(key, configs)] = list(best)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kernel_tuning.")
+        with os.fdopen(fd, "w") as f:
+            json.dump(current, f, indent=0, sort_keys=True)
+        os.replace(tmp, path)  # atomic: concurrent writers never leave a torn file
+        _DISK = current
+    except (OSError, ValueError) as e:
+        warnings.warn(f"kernel tuning cache {path} not written ({e})", stacklevel=3)
+
+
 def _capturing() -> bool:
     import torch
 
@@ -76,13 +146,15 @@ def launch_tuned(kernel: Any, grid: Callable[[LaunchConfig], tuple[int, ...]], a
         return configs[0]
     best = _BEST.get(key)
     if best is None:
-        if len(configs) == 1 or _capturing():
+        if len(configs) == 1:
+            best = configs[0]
+        elif (cached := _disk_lookup(key, configs)) is not None:
+            best = cached
+        elif _capturing():
             # Timing inside a CUDA graph capture would break it (it synchronises): take the
             # first config and do not cache it, so the next eager call still tunes.
-            if len(configs) > 1:
-                run(configs[0])
-                return configs[0]
-            best = configs[0]
+            run(configs[0])
+            return configs[0]
         else:
             timer = bench or _cuda_bench
             times = []
@@ -96,6 +168,7 @@ def launch_tuned(kernel: Any, grid: Callable[[LaunchConfig], tuple[int, ...]], a
             if all(math.isinf(t) for t in times):
                 raise RuntimeError("no launch config works for " + repr(key) + ": " + "; ".join(errors))
             best = configs[min(range(len(configs)), key=times.__getitem__)]
+            _disk_store(key, configs, best)
         _BEST[key] = best
     run(best)
     return best

@@ -15,6 +15,8 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="mamo-prefect-home-"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests never write the user's kernel tuning cache (kernels/tuning.py).
+os.environ.setdefault("MAMO_TUNING_CACHE", os.path.join(tempfile.mkdtemp(prefix="mamo-tuning-"), "kernel_tuning.json"))
 
 import pytest  # noqa: E402
 
