@@ -14,11 +14,18 @@ Sections, each guarded so that one failure does not lose the others' figures:
      else the PyTorch fallback) on a freshly generated synthetic version: samples/s;
   4. a few `base` training steps (mamo.model) with SDPA + torch losses and with the Triton
      kernels: samples/s and MFU (FLOPs counted by torch's FlopCounterMode on the SDPA step);
-  5. the contrastive loss at base shapes (what a fused InfoNCE could save at most), host
+  5. `python -m mamo.train` itself: a short `small` run on the device with a checkpoint, then
+     a resume (the trainer's CUDA/bf16 path and GPU checkpoints);
+  6. the contrastive loss at base shapes (what a fused InfoNCE could save at most), host
      issue time per attention fwd+bwd (Triton vs SDPA), attention under torch.compile
      (mode="reduce-overhead": CUDA graphs) and training steps with compiled blocks.
 
 Writes <out>.json and <out>.md after every section (a timeout keeps what was done).
+
+On a machine without this repo's environment (e.g. a lent GPU with its own torch/Triton), the
+tokenizer's vocab.txt may be missing: copy it into the checkout first and pass it, e.g.
+    cp "$(python -c 'from concepts.tokenizer import default_vocab_path as p; print(p())')" vocab.txt
+    python benchmarks/gpu_check.py --out $OUT/gpu_check --budget-s 300 --vocab vocab.txt
 """
 from __future__ import annotations
 
@@ -43,7 +50,7 @@ if str(ROOT) not in sys.path:
 # timings, where its time goes, the compiled (CUDA-graph) remedy, then the losses, training
 # steps (eager, then compiled blocks) and the loader. Results are written after each section.
 SECTIONS = ("attention", "profile", "attention_compiled", "cross_entropy", "regression", "itc",
-            "train", "train_compiled", "data")
+            "train", "train_cli", "train_compiled", "data")
 # H200 SXM dense bf16 tensor-core peak (vendor datasheet), for MFU.
 PEAK_BF16_FLOPS = 989.4e12
 # "cuda"; "cpu" only for --cpu-smoke, which runs every code path here at toy sizes.
@@ -72,6 +79,8 @@ def build_plan(quick: bool, smoke: bool = False) -> dict[str, Any]:
                       "warmup_steps": 1, "steps": 1},
             "compile_modes": ["default"],  # CUDA graphs need CUDA
             "itc": {"batch_size": 8, "embed_dim": 32, "queue": 64},
+            "train_cli": {"config": "tiny.yaml", "samples": 64, "image_size": 64, "batch_size": 8,
+                          "steps": 4, "more_steps": 2},
         }
     b_small, b_big = (16, 32) if quick else (64, 128)
     return {
@@ -106,6 +115,8 @@ def build_plan(quick: bool, smoke: bool = False) -> dict[str, Any]:
                   "num_concepts": 2000, "warmup_steps": 2, "steps": 3 if quick else 6},
         "compile_modes": ["reduce-overhead"],
         "itc": {"batch_size": 64, "embed_dim": 256, "queue": 65536},  # METHOD.md base defaults
+        "train_cli": {"config": "small.yaml", "samples": 1024, "image_size": 224, "batch_size": 64,
+                      "steps": 40, "more_steps": 10},
     }
 
 
@@ -127,6 +138,10 @@ def print_plan(plan: dict[str, Any], args: argparse.Namespace) -> None:
     t = plan["train"]
     print(f"  train      preset {t['preset']}, batch {t['batch_size']}, {t['steps']} timed steps "
           f"(sdpa+torch losses, then triton+kernels) (sections: {'train' in args.sections})")
+    c = plan["train_cli"]
+    print(f"  train_cli  python -m mamo.train --config configs/{c['config']}: {c['steps']} steps at "
+          f"{c['image_size']} px batch {c['batch_size']}, then --resume to {c['steps'] + c['more_steps']} "
+          f"(sections: {'train_cli' in args.sections})")
     c = plan["itc"]
     print(f"  itc        B={c['batch_size']} E={c['embed_dim']} queue={c['queue']}: torch contrastive loss "
           f"fwd+bwd time + peak memory (bounds what a fused InfoNCE could save) (sections: {'itc' in args.sections})")
@@ -191,6 +206,8 @@ def render_markdown(d: dict[str, Any]) -> str:
         lines += ["## Data loader", "", "```", json.dumps(d["data"], indent=1), "```", ""]
     if d["train"]:
         lines += ["## Training steps", "", "```", json.dumps(d["train"], indent=1), "```", ""]
+    if d.get("train_cli"):
+        lines += ["## python -m mamo.train (run + resume)", "", "```", json.dumps(d["train_cli"], indent=1), "```", ""]
     if d.get("itc"):
         lines += ["## Contrastive loss (torch, fwd+bwd)", "", "```", json.dumps(d["itc"], indent=1), "```", ""]
     if d.get("train_compiled"):
@@ -745,6 +762,54 @@ def data_section(rep: Report, plan: dict[str, Any], args: argparse.Namespace) ->
                   image_device=str(batch["image"].device))
 
 
+def train_cli_section(rep: Report, plan: dict[str, Any], args: argparse.Namespace) -> None:
+    """`python -m mamo.train` itself on this device (its CUDA/bf16 path, GPU checkpoints):
+    a short run with a checkpoint on synthetic data, then `--resume` to a later step. Token MLM
+    instead of concepts (no spaCy needed), PyTorch loader (DALI may be missing)."""
+    import mamo.train as train_cli
+    from ingest.synthetic import SyntheticConfig
+    from ingest.synthetic_version import write_synthetic_version
+
+    c = plan["train_cli"]
+    if args.vocab:
+        import concepts.tokenizer as tk
+
+        tk.default_vocab_path = lambda: Path(args.vocab)  # noqa: E731
+    root = Path(tempfile.mkdtemp(prefix="gpu_check_train_cli_"))
+    write_synthetic_version(root, "synthetic", "v1",
+                            SyntheticConfig(n=c["samples"], seed=0, image_size=c["image_size"]),
+                            512, overwrite=True, progress=False)
+    run_dir = root / "run"
+    common = ["--config", str(ROOT / "configs" / c["config"]), "--run-dir", str(run_dir), "--no-progress",
+              f"data.version_dir={root / 'synthetic' / 'v1'}", "data.vocab_id=none",
+              "loss.text_target=mlm", "data.backend=torch", f"data.image_size={c['image_size']}",
+              f"data.batch_size={c['batch_size']}", "model.text_init=null", f"train.device={DEVICE}",
+              f"train.ckpt_every={c['steps']}", "optim.warmup_steps=5"]
+    result: dict[str, Any] = {"config": c["config"], "batch_size": c["batch_size"],
+                              "image_size": c["image_size"]}
+    rep.data["train_cli"] = result
+    t0 = time.time()
+    result["rc_first"] = train_cli.main(common + [f"train.steps={c['steps']}"])
+    result["first_s"] = round(time.time() - t0, 1)
+    t0 = time.time()
+    result["rc_resume"] = train_cli.main(common + [f"train.steps={c['steps'] + c['more_steps']}", "--resume"])
+    result["resume_s"] = round(time.time() - t0, 1)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    steps = [r["step"] for r in rows]
+    late = [r["samples_per_s"] for r in rows[len(rows) // 2:]]
+    result.update(steps_logged=len(rows), last_step=steps[-1] if steps else None,
+                  samples_per_s_median=round(statistics.median(late), 1) if late else None,
+                  final_loss=rows[-1].get("loss") if rows else None,
+                  checkpoints=sorted(p.name for p in (run_dir / "checkpoints").iterdir()
+                                     if not p.name.startswith(".")))
+    total = c["steps"] + c["more_steps"]
+    ok = (result["rc_first"] == 0 and result["rc_resume"] == 0 and steps == list(range(1, total + 1))
+          and all(math.isfinite(r.get("loss", float("nan"))) for r in rows))
+    rep.check(kernel="mamo.train", case=f"{c['config']} {DEVICE}: {c['steps']} steps, resume to {total}",
+              dtype="bf16 autocast" if DEVICE == "cuda" else "fp32", err_out=0.0, err_grad=0.0, ok=ok)
+    print("  train_cli", json.dumps(result))
+
+
 def train_section(rep: Report, plan: dict[str, Any], compiled: bool = False,
                   deadline: float = math.inf) -> None:
     """`base` steps, eager; with ``compiled`` the blocks are torch.compiled as
@@ -895,6 +960,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": lambda: data_section(rep, plan, args),
         "train": lambda: train_section(rep, plan),
         "train_compiled": lambda: train_section(rep, plan, compiled=True, deadline=deadline),
+        "train_cli": lambda: train_cli_section(rep, plan, args),
         "itc": lambda: itc_section(rep, plan),
         "profile": lambda: profile_section(rep, plan),
         "ce_sweep": lambda: ce_sweep_section(rep, plan),
