@@ -187,3 +187,19 @@ def test_dense_layout_check_agrees_with_empty_like():
     }
     for name, x in cases.items():
         assert _non_overlapping_and_dense(x) == (torch.empty_like(x).stride() == x.stride()), name
+
+
+def test_random_shapes_and_masks(seed):
+    # Shapes drawn per run (replay with KERNEL_TEST_SEED): lengths from 1 up, self and cross
+    # attention, any padding pattern including fully padded elements.
+    g = torch.Generator().manual_seed(seed)
+
+    def draw(lo, hi):
+        return int(torch.randint(lo, hi + 1, (1,), generator=g))
+
+    for _ in range(3):
+        B, H, Sq, Sk = draw(1, 3), draw(1, 2), draw(1, 40), draw(1, 40)
+        D = (16, 32, 64)[draw(0, 2)]
+        q, k, v = _inputs(B, H, Sq, Sk, D, torch.float32)
+        mask = torch.rand(B, Sk, generator=g) < torch.rand(1, generator=g)
+        _compare(q, k, v, mask, f"{seed} (B{B} H{H} Sq{Sq} Sk{Sk} D{D})")
