@@ -32,7 +32,7 @@ import torch
 
 # Max dynamic shared memory per block (opt-in), bytes, from NVIDIA's CUDA programming guide
 # (compute capability table).
-SHARED_LIMIT = {80: 166_912, 86: 101_376, 89: 101_376, 90: 232_448}
+SHARED_LIMIT = {80: 166_912, 86: 101_376, 89: 101_376, 90: 232_448, 100: 232_448}
 DTYPES = ("bfloat16", "float16", "float32")
 
 
@@ -212,7 +212,8 @@ def check(archs: list[int], dtypes: list[str], all_configs: bool = True,
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", type=int, action="append", choices=sorted(SHARED_LIMIT),
-                    help="compute capability x10 (repeatable); default 90 (H100/H200)")
+                    help="compute capability x10 (repeatable): 80 A100, 86/89 consumer Ampere/Ada, "
+                         "90 H100/H200, 100 B200; default 90")
     ap.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated input dtypes")
     ap.add_argument("--first-config-only", action="store_true",
                     help="only the first tuner config of each kernel (faster)")
