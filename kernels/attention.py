@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.dispatch import dot_in_fp32, interpreter_enabled, select_impl
+from kernels.dispatch import interpreter_enabled, select_impl
 from kernels.tuning import LaunchConfig, launch_tuned
 
 LOG2E = 1.4426950408889634
@@ -213,8 +213,13 @@ _BWD_CONFIGS = [LaunchConfig(32, 128, 8, 2), LaunchConfig(64, 128, 8, 2),
 _INTERP_CONFIGS = [LaunchConfig(_INTERP_BLOCK, _INTERP_BLOCK, 4, 1)]
 
 
+# Triton decides at @triton.jit time (this module's import) whether the kernels above are
+# interpreted, so that is the moment that counts (and one env lookup per launch is saved).
+_INTERPRETED = interpreter_enabled()
+
+
 def _configs(cuda_configs: list[LaunchConfig]) -> list[LaunchConfig]:
-    return _INTERP_CONFIGS if interpreter_enabled() else cuda_configs
+    return _INTERP_CONFIGS if _INTERPRETED else cuda_configs
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -260,13 +265,15 @@ def _prepare(q, k, v, mask):
 
 
 def _kernel_flags(q: torch.Tensor, mask: torch.Tensor | None) -> dict:
-    return _flags(q.dtype, q.shape[3], mask is not None, interpreter_enabled())
+    return _flags(q.dtype, q.shape[3], mask is not None, _INTERPRETED)
 
 
 @functools.lru_cache(maxsize=None)
 def _flags(dtype: torch.dtype, D: int, has_mask: bool, interpreted: bool) -> dict:
     # Cached: computing these took ~10 us of host time per launch (measured on the CPU).
-    return dict(HAS_MASK=has_mask, DOT_FP32=dot_in_fp32(dtype), PRECISION=_precision(dtype),
+    # fp32 keeps IEEE dots; the interpreter's bf16 tl.dot is wrong, so it upcasts everything
+    return dict(HAS_MASK=has_mask, DOT_FP32=dtype == torch.float32 or interpreted,
+                PRECISION=_precision(dtype),
                 HEAD_DIM=D, BLOCK_D=max(16, triton.next_power_of_2(D)))
 
 
@@ -276,10 +283,10 @@ def _triton_forward(q, k, v, mask, sm_scale):
     Sk = k.shape[2]
     o = torch.empty_like(q)
     lse = torch.empty((B * H, Sq), dtype=torch.float32, device=q.device)
+    sq, sk = q.stride(), k.stride()
     launch_tuned(
         _attn_fwd_kernel, lambda c: (triton.cdiv(Sq, c.block_m), B * H),
-        (q, k, v, q if mask is None else mask, o, lse,
-         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        (q, k, v, q if mask is None else mask, o, lse, sq[0], sq[1], sq[2], sk[0], sk[1], sk[2],
          H, Sq, Sk, sm_scale * LOG2E),
         _kernel_flags(q, mask),
         ("fwd", q.device, q.dtype, Sq, Sk, q.shape[3], mask is not None), _configs(_FWD_CONFIGS))
@@ -294,11 +301,11 @@ def _triton_backward(do, q, k, v, o, lse, mask, sm_scale):
     dq = torch.empty_like(q)
     dk = torch.empty_like(k)
     dv = torch.empty_like(k)
+    sq, sk = q.stride(), k.stride()
     launch_tuned(
         _attn_bwd_kernel, lambda c: (triton.cdiv(max(Sq, Sk), c.block_n), B * H),
         (q, k, v, q if mask is None else mask, o, do, lse, dq, dk, dv,
-         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-         H, Sq, Sk, sm_scale * LOG2E, sm_scale),
+         sq[0], sq[1], sq[2], sk[0], sk[1], sk[2], H, Sq, Sk, sm_scale * LOG2E, sm_scale),
         _kernel_flags(q, mask),
         ("bwd", q.device, q.dtype, Sq, Sk, q.shape[3], mask is not None), _configs(_BWD_CONFIGS))
     return dq, dk, dv

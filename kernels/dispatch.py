@@ -34,6 +34,8 @@ def select_impl(impl: str, *tensors: torch.Tensor) -> Literal["triton", "torch"]
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
     on_cuda = all(t.is_cuda for t in tensors if t is not None)
+    if impl == "triton" and on_cuda:
+        return "triton"  # the hot path: nothing else to check (kernels/ imports triton itself)
     if impl == "torch":
         return "torch"
     if impl == "auto":
