@@ -288,6 +288,15 @@ def padding_mask(B: int, S: int, text: int, device):
     return mask
 
 
+def attention_inputs(B: int, H: int, S: int, D: int, T: int, dtype):
+    """q, k, v ([B, H, S, D], requiring grad) and the key-padding mask (None when T = 0)."""
+    import torch
+
+    dev = torch.device(DEVICE)
+    q, k, v = (torch.randn(B, H, S, D, device=dev, dtype=dtype, requires_grad=True) for _ in range(3))
+    return q, k, v, (padding_mask(B, S, T, dev) if T else None)
+
+
 def attention_section(rep: Report, plan: dict[str, Any], deadline: float) -> None:
     import torch
     import torch.nn.functional as F
@@ -297,13 +306,9 @@ def attention_section(rep: Report, plan: dict[str, Any], deadline: float) -> Non
 
     dev = torch.device(DEVICE)
 
-    def make(B, H, S, D, T, dtype):
-        q, k, v = (torch.randn(B, H, S, D, device=dev, dtype=dtype, requires_grad=True) for _ in range(3))
-        return q, k, v, (padding_mask(B, S, T, dev) if T else None)
-
     def check(name, B, H, S, D, T, dt, fully_padded=False):
         dtype = getattr(torch, dt)
-        q, k, v, mask = make(B, H, S, D, T, dtype)
+        q, k, v, mask = attention_inputs(B, H, S, D, T, dtype)
         if fully_padded:
             mask = padding_mask(B, S, T, dev)
             mask[0] = True  # every key of element 0 is padding
@@ -340,7 +345,7 @@ def attention_section(rep: Report, plan: dict[str, Any], deadline: float) -> Non
             break
         try:
             dtype = getattr(torch, dt)
-            q, k, v, mask = make(B, H, S, D, T, dtype)
+            q, k, v, mask = attention_inputs(B, H, S, D, T, dtype)
             do = torch.randn_like(q)
             flops_fwd = 4.0 * B * H * S * S * D
             keep = None if mask is None else ~mask[:, None, None, :]
@@ -399,7 +404,6 @@ def attention_compiled_section(rep: Report, plan: dict[str, Any], deadline: floa
 
     from kernels.attention import fused_attention
 
-    dev = torch.device(DEVICE)
     iters, warmup = plan["iters"], plan["warmup"]
     for mode in plan["compile_modes"]:
         for name, B, H, S, D, T, dt in plan["attention"]:
@@ -407,10 +411,7 @@ def attention_compiled_section(rep: Report, plan: dict[str, Any], deadline: floa
                 rep.data["errors"].append({"section": "attention compiled", "error": "skipped: time budget"})
                 return
             try:
-                dtype = getattr(torch, dt)
-                q, k, v = (torch.randn(B, H, S, D, device=dev, dtype=dtype, requires_grad=True)
-                           for _ in range(3))
-                mask = padding_mask(B, S, T, dev) if T else None
+                q, k, v, mask = attention_inputs(B, H, S, D, T, getattr(torch, dt))
                 keep = None if mask is None else ~mask[:, None, None, :]
                 do = torch.randn_like(q)
                 torch._dynamo.reset()
@@ -420,8 +421,8 @@ def attention_compiled_section(rep: Report, plan: dict[str, Any], deadline: floa
                                      mode=mode, fullgraph=True)
                 t0 = time.time()
                 out = tri(q, k, v, mask)
-                ok_err = rel_err(out, fused_attention(q, k, v, mask, impl="triton"))
                 compile_s = time.time() - t0
+                ok_err = rel_err(out, fused_attention(q, k, v, mask, impl="triton"))
                 ms = cuda_time_ms(lambda: torch.autograd.grad(tri(q, k, v, mask), (q, k, v), do),
                                   iters, warmup)
                 base_ms = cuda_time_ms(lambda: torch.autograd.grad(sdpa(q, k, v, keep), (q, k, v), do),
@@ -555,23 +556,18 @@ def regression_section(rep: Report, plan: dict[str, Any], deadline: float) -> No
         rep.save()
 
 
-def _define_empty_kernels() -> None:
-    """Empty Triton kernels for the launch-overhead probe (defined once triton is importable)."""
-    global _empty_kernel_1, _empty_kernel_17
-    import triton
-
-    @triton.jit
-    def empty1(X):
-        pass
-
-    @triton.jit
-    def empty17(X, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16):
-        pass
-
-    _empty_kernel_1, _empty_kernel_17 = empty1, empty17
-
-
-_empty_kernel_1 = _empty_kernel_17 = None
+def host_time_ms(fn: Callable[[], Any], n: int, warmup: int) -> tuple[float, float]:
+    """(host issue, wall) milliseconds per call: the loop's time before and after the final
+    synchronisation; with an idle GPU queue the first is what the host spends per call."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    issue = (time.perf_counter() - t0) / n * 1e3
+    sync()
+    return issue, (time.perf_counter() - t0) / n * 1e3
 
 
 def profile_section(rep: Report, plan: dict[str, Any]) -> None:
@@ -598,21 +594,10 @@ def profile_section(rep: Report, plan: dict[str, Any]) -> None:
             out = attention(q, k, v, mask, "sdpa")  # the model's masked SDPA path
             return torch.autograd.grad(out, (q, k, v), do)
 
-        def issue_and_wall(fn):
-            for _ in range(3):
-                fn()
-            sync()
-            t0 = time.perf_counter()
-            for _ in range(20):
-                fn()
-            issue = (time.perf_counter() - t0) / 20 * 1e3
-            sync()
-            return issue, (time.perf_counter() - t0) / 20 * 1e3
-
-        cpu_issue, wall = issue_and_wall(step)
-        sdpa_issue, sdpa_wall = issue_and_wall(sdpa_step)
-        print(f"  profile B{B} S{S}: host issue per fwd+bwd triton {cpu_issue:.3f} ms vs sdpa "
-              f"{sdpa_issue:.3f} ms (ratio {sdpa_issue / cpu_issue:.2f})")
+        cpu_issue, wall = host_time_ms(step, 20, 3)
+        sdpa_issue, sdpa_wall = host_time_ms(sdpa_step, 20, 3)
+        print(f"  profile B{B} S{S}: host issue per fwd+bwd triton {cpu_issue:.3f} ms (wall "
+              f"{wall:.3f}) vs sdpa {sdpa_issue:.3f} ms (wall {sdpa_wall:.3f})")
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEVICE == "cuda" else [])
         with profile(activities=acts) as prof:
             for _ in range(5):
@@ -620,7 +605,6 @@ def profile_section(rep: Report, plan: dict[str, Any]) -> None:
             sync()
         table = prof.key_averages().table(sort_by="self_cuda_time_total" if DEVICE == "cuda"
                                           else "self_cpu_time_total", row_limit=14)
-        print(f"  profile B{B} S{S}: python issue {cpu_issue:.3f} ms/iter, wall {wall:.3f} ms/iter")
         print(table)
         rows.append({"shape": f"B{B} H12 S{S} D64 bf16", "issue_ms": cpu_issue, "wall_ms": wall,
                      "sdpa_issue_ms": sdpa_issue, "sdpa_wall_ms": sdpa_wall, "table": table})
@@ -641,22 +625,21 @@ def launch_overhead(n: int = 300) -> dict[str, float]:
 
     from kernels.attention import fused_attention
     from kernels.tuning import recording_launches
+    from mamo.model.attention import attention
+
+    @triton.jit
+    def empty1(X):
+        pass
+
+    @triton.jit
+    def empty17(X, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16):
+        pass
 
     dev = torch.device(DEVICE)
     x = torch.zeros(16, device=dev)
-    if DEVICE == "cuda" and _empty_kernel_1 is None:
-        _define_empty_kernels()
 
-    def per_call(fn) -> float:
-        for _ in range(min(n, 10)):
-            fn()
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        us = (time.perf_counter() - t0) / n * 1e6
-        sync()
-        return round(us, 2)
+    def per_call(fn, n=n) -> float:
+        return round(host_time_ms(fn, n, min(n, 10))[0] * 1e3, 2)
 
     q, k, v = (torch.randn(4, 12, 40, 64, device=dev, dtype=torch.bfloat16, requires_grad=True)
                for _ in range(3))
@@ -672,11 +655,11 @@ def launch_overhead(n: int = 300) -> dict[str, float]:
 
     out = {}
     if DEVICE == "cuda":
-        out["empty kernel, 1 arg"] = per_call(lambda: _empty_kernel_1[(1,)](x))
-        out["empty kernel, 17 args"] = per_call(lambda: _empty_kernel_17[(1,)](x, *range(1, 17)))
-    out["attention fwd+bwd, wrappers without launches"] = per_call(wrappers_only)
+        out["empty kernel, 1 arg"] = per_call(lambda: empty1[(1,)](x))
+        out["empty kernel, 17 args"] = per_call(lambda: empty17[(1,)](x, *range(1, 17)))
+    # no launches, so cheap on any device: always 300 calls
+    out["attention fwd+bwd, wrappers without launches"] = per_call(wrappers_only, 300)
     out["attention fwd+bwd, triton (2 launches)"] = per_call(tri_fwd_bwd)
-    from mamo.model.attention import attention
 
     out["attention fwd+bwd, sdpa (model path)"] = per_call(
         lambda: torch.autograd.grad(attention(q, k, v, mask, "sdpa"), (q, k, v), do))
@@ -828,11 +811,7 @@ def train_section(rep: Report, plan: dict[str, Any], compiled: bool = False,
     result: dict[str, Any] = {"preset": t["preset"], "batch_size": t["batch_size"],
                               "autocast": "bf16", "optimizer": "AdamW(fused)",
                               "compiled_blocks": compiled}
-    if compiled:
-        rep.data.setdefault("train_compiled", None)
-        rep.data["train_compiled"] = result
-    else:
-        rep.data["train"] = result
+    rep.data["train_compiled" if compiled else "train"] = result
     mcfg = ModelConfig(preset=t["preset"], attn_impl="sdpa", text_init=None)
     lcfg = LossConfig(loss_impl="torch")
     model = MAMO(mcfg, lcfg, num_concepts=t["num_concepts"], load_pretrained=False).to(dev).train()

@@ -18,13 +18,36 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.dispatch import interpreter_enabled, select_impl
+from kernels.dispatch import dot_in_fp32, interpreter_enabled, select_impl
 from kernels.tuning import LaunchConfig, launch_tuned
 
 LOG2E = 1.4426950408889634
 
 # Block sizes in the interpreter: small, so that tiny test shapes still cross tile borders.
 _INTERP_BLOCK = 16
+
+
+@triton.jit
+def _valid_keys(Mask, b, cols, SEQ_K, HAS_MASK: tl.constexpr):
+    """Keys in range and, with a mask, not padding (Mask: contiguous bool [B, SEQ_K])."""
+    key_in = cols < SEQ_K
+    if HAS_MASK:
+        pad = tl.load(Mask + b * SEQ_K + cols, mask=key_in, other=1)
+        return key_in, key_in & (pad == 0)
+    return key_in, key_in
+
+
+@triton.jit
+def _query_rows(Q, DO, O, ptr, mask, DOT_FP32: tl.constexpr):
+    """q and dO rows (upcast when DOT_FP32) and delta = rowsum(dO * O) in fp32."""
+    q = tl.load(Q + ptr, mask=mask, other=0.0)
+    do = tl.load(DO + ptr, mask=mask, other=0.0)
+    o = tl.load(O + ptr, mask=mask, other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    if DOT_FP32:
+        q = q.to(tl.float32)
+        do = do.to(tl.float32)
+    return q, do, delta
 
 
 @triton.jit
@@ -64,11 +87,7 @@ def _attn_fwd_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start_n in range(0, SEQ_K, BLOCK_N):
         cols = start_n + offs_n
-        key_in = cols < SEQ_K
-        col_ok = key_in
-        if HAS_MASK:
-            pad = tl.load(Mask + b * SEQ_K + cols, mask=key_in, other=1)
-            col_ok = col_ok & (pad == 0)
+        key_in, col_ok = _valid_keys(Mask, b, cols, SEQ_K, HAS_MASK)
         kt = tl.load(k_base + cols[None, :] * skn + offs_d[:, None],
                      mask=key_in[None, :] & d_ok[:, None], other=0.0)
         v = tl.load(v_base + cols[:, None] * skn + offs_d[None, :],
@@ -123,11 +142,7 @@ def _attn_bwd_kernel(
     # ---- dK, dV for keys [pid * BLOCK_N, +BLOCK_N)
     if pid * BLOCK_N < SEQ_K:
         offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-        key_in = offs_n < SEQ_K
-        col_ok = key_in
-        if HAS_MASK:
-            pad = tl.load(Mask + b * SEQ_K + offs_n, mask=key_in, other=1)
-            col_ok = col_ok & (pad == 0)
+        key_in, col_ok = _valid_keys(Mask, b, offs_n, SEQ_K, HAS_MASK)
         kv_ptr = offs_n[:, None] * skn + offs_d[None, :]
         kv_mask = key_in[:, None] & d_ok[None, :]
         k = tl.load(K + k_off + kv_ptr, mask=kv_mask, other=0.0)
@@ -140,15 +155,8 @@ def _attn_bwd_kernel(
         for start_m in range(0, SEQ_Q, BLOCK_M):
             rows = start_m + tile
             row_ok = rows < SEQ_Q
-            q_ptr = q_off + rows[:, None] * sqm + offs_d[None, :]
-            q_mask = row_ok[:, None] & d_ok[None, :]
-            q = tl.load(Q + q_ptr, mask=q_mask, other=0.0)
-            do = tl.load(DO + q_ptr, mask=q_mask, other=0.0)
-            o = tl.load(O + q_ptr, mask=q_mask, other=0.0)
-            delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-            if DOT_FP32:
-                q = q.to(tl.float32)
-                do = do.to(tl.float32)
+            q, do, delta = _query_rows(Q, DO, O, q_off + rows[:, None] * sqm + offs_d[None, :],
+                                       row_ok[:, None] & d_ok[None, :], DOT_FP32)
             lse = tl.load(lse_base + rows, mask=row_ok, other=0.0)
             # Scores transposed ([keys, queries]) so that dV and dK need no transposed operand.
             st = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale
@@ -168,22 +176,12 @@ def _attn_bwd_kernel(
         row_ok = offs_q < SEQ_Q
         q_ptr = q_off + offs_q[:, None] * sqm + offs_d[None, :]
         q_mask = row_ok[:, None] & d_ok[None, :]
-        q = tl.load(Q + q_ptr, mask=q_mask, other=0.0)
-        do = tl.load(DO + q_ptr, mask=q_mask, other=0.0)
-        o = tl.load(O + q_ptr, mask=q_mask, other=0.0)
-        delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-        if DOT_FP32:
-            q = q.to(tl.float32)
-            do = do.to(tl.float32)
+        q, do, delta = _query_rows(Q, DO, O, q_ptr, q_mask, DOT_FP32)
         lse = tl.load(lse_base + offs_q, mask=row_ok, other=0.0)
         dq = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
         for start_k in range(0, SEQ_K, BLOCK_M):
             cols = start_k + tile
-            key_in = cols < SEQ_K
-            col_ok = key_in
-            if HAS_MASK:
-                pad = tl.load(Mask + b * SEQ_K + cols, mask=key_in, other=1)
-                col_ok = col_ok & (pad == 0)
+            key_in, col_ok = _valid_keys(Mask, b, cols, SEQ_K, HAS_MASK)
             k = tl.load(K + k_off + cols[:, None] * skn + offs_d[None, :],
                         mask=key_in[:, None] & d_ok[None, :], other=0.0)
             vt = tl.load(V + k_off + cols[None, :] * skn + offs_d[:, None],
@@ -264,31 +262,35 @@ def _prepare(q, k, v, mask):
     return q, k, v, mask
 
 
-def _kernel_flags(q: torch.Tensor, mask: torch.Tensor | None) -> dict:
-    return _flags(q.dtype, q.shape[3], mask is not None, _INTERPRETED)
-
-
 @functools.lru_cache(maxsize=None)
-def _flags(dtype: torch.dtype, D: int, has_mask: bool, interpreted: bool) -> dict:
+def _flags(dtype: torch.dtype, D: int, has_mask: bool) -> dict:
     # Cached: computing these took ~10 us of host time per launch (measured on the CPU).
-    # fp32 keeps IEEE dots; the interpreter's bf16 tl.dot is wrong, so it upcasts everything
-    return dict(HAS_MASK=has_mask, DOT_FP32=dtype == torch.float32 or interpreted,
-                PRECISION=_precision(dtype),
+    return dict(HAS_MASK=has_mask, DOT_FP32=dot_in_fp32(dtype), PRECISION=_precision(dtype),
                 HEAD_DIM=D, BLOCK_D=max(16, triton.next_power_of_2(D)))
+
+
+def _forward_outputs(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """o (in q's layout) and the row log-sum-exps; also the custom op's fake outputs."""
+    B, H, Sq, _ = q.shape
+    return torch.empty_like(q), q.new_empty((B * H, Sq), dtype=torch.float32)
+
+
+def _backward_outputs(q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """dq, dk, dv in the prepared inputs' layouts; also the custom op's fake outputs."""
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(k)
 
 
 def _triton_forward(q, k, v, mask, sm_scale):
     """Launch the forward on prepared inputs (see ``_prepare``): returns (o, lse)."""
     B, H, Sq, _ = q.shape
     Sk = k.shape[2]
-    o = torch.empty_like(q)
-    lse = torch.empty((B * H, Sq), dtype=torch.float32, device=q.device)
+    o, lse = _forward_outputs(q)
     sq, sk = q.stride(), k.stride()
     launch_tuned(
         _attn_fwd_kernel, lambda c: (triton.cdiv(Sq, c.block_m), B * H),
         (q, k, v, q if mask is None else mask, o, lse, sq[0], sq[1], sq[2], sk[0], sk[1], sk[2],
          H, Sq, Sk, sm_scale * LOG2E),
-        _kernel_flags(q, mask),
+        _flags(q.dtype, q.shape[3], mask is not None),
         ("fwd", q.device, q.dtype, Sq, Sk, q.shape[3], mask is not None), _configs(_FWD_CONFIGS))
     return o, lse
 
@@ -298,15 +300,13 @@ def _triton_backward(do, q, k, v, o, lse, mask, sm_scale):
     B, H, Sq, _ = q.shape
     Sk = k.shape[2]
     do = _with_layout(do, o)
-    dq = torch.empty_like(q)
-    dk = torch.empty_like(k)
-    dv = torch.empty_like(k)
+    dq, dk, dv = _backward_outputs(q, k)
     sq, sk = q.stride(), k.stride()
     launch_tuned(
         _attn_bwd_kernel, lambda c: (triton.cdiv(max(Sq, Sk), c.block_n), B * H),
         (q, k, v, q if mask is None else mask, o, do, lse, dq, dk, dv,
          sq[0], sq[1], sq[2], sk[0], sk[1], sk[2], H, Sq, Sk, sm_scale * LOG2E, sm_scale),
-        _kernel_flags(q, mask),
+        _flags(q.dtype, q.shape[3], mask is not None),
         ("bwd", q.device, q.dtype, Sq, Sk, q.shape[3], mask is not None), _configs(_BWD_CONFIGS))
     return dq, dk, dv
 
@@ -342,9 +342,7 @@ def _attention_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 @_attention_fwd_op.register_fake
 def _(q, k, v, mask, sm_scale):
-    q = _dense_rows(q)
-    B, H, Sq, _ = q.shape
-    return torch.empty_like(q), q.new_empty((B * H, Sq), dtype=torch.float32)
+    return _forward_outputs(_dense_rows(q))
 
 
 @torch.library.custom_op("mamo_kernels::attention_bwd", mutates_args=())
@@ -357,8 +355,7 @@ def _attention_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: tor
 
 @_attention_bwd_op.register_fake
 def _(do, q, k, v, o, lse, mask, sm_scale):
-    q, k = _dense_rows(q), _dense_rows(k)
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(k)
+    return _backward_outputs(_dense_rows(q), _dense_rows(k))
 
 
 def _attention_op_setup(ctx, inputs, output):

@@ -165,6 +165,27 @@ def compile_launch(launch: dict[str, Any], arch: int, config: Any | None) -> tup
     return int(compiled.metadata.shared), time.perf_counter() - t0, compiled
 
 
+def _compile_one(launch: dict[str, Any], case: str, arch: int, cfg: Any | None) -> Result:
+    name = launch["kernel"].fn.__name__
+    label = "fixed" if cfg is None else f"M{cfg.block_m} N{cfg.block_n} w{cfg.num_warps} s{cfg.num_stages}"
+    try:
+        shared, sec, compiled = compile_launch(launch, arch, cfg)
+    except Exception as e:  # noqa: BLE001 - reported per launch
+        return Result(name, case, arch, label, None, 0.0,
+                      f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    regs, local = resource_usage(compiled.asm["cubin"])
+    return Result(name, case, arch, label, shared, sec, regs=regs, local=local)
+
+
+def _line(r: Result) -> str:
+    status = ("ok" if r.fits else f"ERROR {r.error}" if r.error else
+              f"over the {SHARED_LIMIT[r.arch]} B limit (the tuner skips it)")
+    spill = f" SPILLS {r.local} B/thread" if r.local else ""
+    return (f"sm_{r.arch} {r.kernel:26s} {r.case:40s} {r.config:17s} "
+            f"shared {r.shared if r.shared is not None else '-':>7} B  "
+            f"regs {r.regs if r.regs is not None else '-':>3}{spill}  {r.seconds:4.1f} s  {status}")
+
+
 def check(archs: list[int], dtypes: list[str], all_configs: bool = True,
           progress: bool = True) -> list[Result]:
     """Compile every recorded launch for every arch (every tuner config when ``all_configs``)."""
@@ -175,37 +196,13 @@ def check(archs: list[int], dtypes: list[str], all_configs: bool = True,
                            "unset (the interpreter replaces Triton's compiler)")
     results: list[Result] = []
     for dt in dtypes:
-        launches = record(getattr(torch, dt))
-        seen: set[tuple] = set()
-        for case, launch in launches:
-            configs = launch["configs"] or [None]
-            if not all_configs:
-                configs = configs[:1]
+        for case, launch in record(getattr(torch, dt)):
+            configs = (launch["configs"] or [None])[: None if all_configs else 1]
             for arch in archs:
                 for cfg in configs:
-                    name = launch["kernel"].fn.__name__
-                    key = (name, case, arch, cfg)
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                    label = "fixed" if cfg is None else (f"M{cfg.block_m} N{cfg.block_n} "
-                                                         f"w{cfg.num_warps} s{cfg.num_stages}")
-                    try:
-                        shared, sec, compiled = compile_launch(launch, arch, cfg)
-                        regs, local = resource_usage(compiled.asm["cubin"])
-                        r = Result(name, f"{case} {dt}", arch, label, shared, sec, regs=regs, local=local)
-                    except Exception as e:  # noqa: BLE001 - reported per launch
-                        r = Result(name, f"{case} {dt}", arch, label, None, 0.0,
-                                   f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-                    results.append(r)
+                    results.append(_compile_one(launch, f"{case} {dt}", arch, cfg))
                     if progress:
-                        status = ("ok" if r.fits else f"ERROR {r.error}" if r.error else
-                                  f"over the {SHARED_LIMIT[arch]} B limit (the tuner skips it)")
-                        spill = f" SPILLS {r.local} B/thread" if r.local else ""
-                        print(f"sm_{arch} {name:26s} {r.case:40s} {label:17s} "
-                              f"shared {r.shared if r.shared is not None else '-':>7} B  "
-                              f"regs {r.regs if r.regs is not None else '-':>3}{spill}  "
-                              f"{r.seconds:4.1f} s  {status}", flush=True)
+                        print(_line(results[-1]), flush=True)
     return results
 
 

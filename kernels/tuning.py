@@ -85,6 +85,10 @@ def _disk_key(key: tuple, configs: list[LaunchConfig]) -> str:
     return "|".join([triton.__version__, *map(part, key), repr([tuple(c) for c in configs])])
 
 
+def _read_cache(path: Path) -> dict[str, list[int]]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def _disk_lookup(key: tuple, configs: list[LaunchConfig]) -> LaunchConfig | None:
     global _DISK
     path = _cache_file()
@@ -92,7 +96,7 @@ def _disk_lookup(key: tuple, configs: list[LaunchConfig]) -> LaunchConfig | None
         return None
     if _DISK is None:
         try:
-            _DISK = json.loads(path.read_text()) if path.exists() else {}
+            _DISK = _read_cache(path)
         except (OSError, ValueError) as e:
             warnings.warn(f"kernel tuning cache {path} unreadable ({e}); re-tuning", stacklevel=3)
             _DISK = {}
@@ -108,11 +112,13 @@ def _disk_store(key: tuple, configs: list[LaunchConfig], best: LaunchConfig) -> 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:  # other processes' entries; an unreadable file is replaced
-            current = json.loads(path.read_text()) if path.exists() else {}
+            current = _read_cache(path)
         except ValueError:
             current = {}
         current.update(_DISK or {})
         current[_disk_key(key, configs)] = list(best)
+        # A unique temp name (not ingest.manifest.write_json_atomic's fixed one): the ranks of a
+        # job may write at the same moment.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kernel_tuning.")
         with os.fdopen(fd, "w") as f:
             json.dump(current, f, indent=0, sort_keys=True)
