@@ -49,7 +49,14 @@ def ema_update(online: nn.Module, teacher: nn.Module, m: float) -> None:
     if not t_list:
         return
     torch._foreach_mul_(t_list, m)
-    torch._foreach_add_(t_list, [o.detach() for o in o_list], alpha=1.0 - m)
+    torch._foreach_add_(t_list, [_full(o.detach()) for o in o_list], alpha=1.0 - m)
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of an FSDP-sharded parameter (the teacher is replicated, see
+    mamo.trainer.fsdp); a plain tensor as it is."""
+    full_tensor = getattr(t, "full_tensor", None)
+    return full_tensor() if callable(full_tensor) else t
 
 
 @torch.no_grad()

@@ -2,8 +2,8 @@
 
 - ``model.safetensors``: the full model state (online weights, momentum copy, ITC queue and
   any other buffers), so a checkpoint is usable without the trainer.
-- ``state.pt``: optimizer, scheduler, RNG states (python, numpy, torch, cuda), loader position
-  and step. Only tensors and plain containers are stored, so it loads with
+- ``state.pt``: optimizer (keyed by parameter name, so DDP and FSDP runs share the format),
+  scheduler, RNG states (python, numpy, torch, cuda), loader position and step. Only tensors and plain containers are stored, so it loads with
   ``torch.load(weights_only=True)`` (no pickled code runs on load).
 - ``meta.json``: what the weights are compatible with (model config, vocab id, number of
   concepts); checked before any weight is touched.
@@ -20,11 +20,11 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file, save_model
 from torch import nn
 
 CKPT_DIR = "checkpoints"
@@ -113,18 +113,30 @@ class Loaded:
     path: Path
 
 
+Weights = nn.Module | Mapping[str, torch.Tensor]
+
+
+def _save_weights(weights: Weights, path: Path, step: Any) -> None:
+    metadata = {"step": str(step), "format": "mamo-ckpt/1"}
+    if isinstance(weights, nn.Module):
+        # save_model handles tensors that share storage (tied weights) by keeping one name.
+        save_model(weights, str(path), metadata=metadata)
+    else:  # a full state dict gathered from sharded ranks (fsdp.full_state_dict)
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(path), metadata=metadata)
+
+
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
-    model: nn.Module,
+    model: Weights,
     state: dict[str, Any],
     meta: dict[str, Any],
     keep_last: int,
 ) -> Path:
     """Write ``checkpoints/step_<step>/`` atomically and prune to the newest ``keep_last``.
 
-    ``model`` must be the unwrapped module (no DDP/compile prefixes in the names). ``state``
-    holds optimizer/scheduler/rng/loader/step (plain data and tensors only).
+    ``model`` is the unwrapped module (no DDP/compile prefixes in the names) or its full
+    state dict. ``state`` holds optimizer/scheduler/rng/loader/step (plain data and tensors only).
     """
     root = Path(run_dir) / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
@@ -133,8 +145,7 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    # save_model handles tensors that share storage (tied weights) by keeping one name.
-    save_model(model, str(tmp / WEIGHTS), metadata={"step": str(step), "format": "mamo-ckpt/1"})
+    _save_weights(model, tmp / WEIGHTS, step)
     torch.save(state, tmp / STATE)
     (tmp / META).write_text(json.dumps({**meta, "step": step}, indent=2, sort_keys=True) + "\n")
     _fsync_dir_files(tmp)
@@ -217,6 +228,31 @@ def load_weights(model: nn.Module, ckpt_dir: str | Path) -> None:
         )
 
 
+def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer's full state keyed by parameter name (rank 0 gets it; a collective when
+    the model is sharded). ``model`` is the unwrapped module."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer,
+                                    options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load what :func:`optimizer_state` saved, whether ``model`` is sharded or not.
+
+    Parameters without saved state (a head whose loss weight was 0) start fresh, as in a
+    plain ``optimizer.load_state_dict``. Call before the first backward (no gradients yet).
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    if any(isinstance(k, int) for k in state.get("state", {})) or any(
+            isinstance(p, int) for g in state.get("param_groups", []) for p in g.get("params", [])):
+        optimizer.load_state_dict(state)  # written before name keys (single process / DDP only)
+        return
+    set_optimizer_state_dict(model, optimizer, optim_state_dict=state,
+                             options=StateDictOptions(full_state_dict=True, strict=False))
+
+
 def load_checkpoint(ckpt_dir: str | Path, model: nn.Module, expected_meta: dict[str, Any]) -> Loaded:
     """Check compatibility, then load weights into ``model`` and return state.pt (not applied)."""
     ckpt_dir = Path(ckpt_dir)
@@ -227,7 +263,7 @@ def load_checkpoint(ckpt_dir: str | Path, model: nn.Module, expected_meta: dict[
     return Loaded(step=int(state["step"]), state=state, meta=meta, path=ckpt_dir)
 
 
-def export_final(run_dir: str | Path, model: nn.Module, meta: dict[str, Any], config_yaml: str) -> Path:
+def export_final(run_dir: str | Path, model: Weights, meta: dict[str, Any], config_yaml: str) -> Path:
     """``final/model.safetensors`` + ``final/config.yaml`` + ``final/meta.json``, atomically."""
     run_dir = Path(run_dir)
     final = run_dir / "final"
@@ -235,7 +271,7 @@ def export_final(run_dir: str | Path, model: nn.Module, meta: dict[str, Any], co
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_model(model, str(tmp / WEIGHTS), metadata={"step": str(meta.get("step", "")), "format": "mamo-ckpt/1"})
+    _save_weights(model, tmp / WEIGHTS, meta.get("step", ""))
     (tmp / "config.yaml").write_text(config_yaml)
     (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     _fsync_dir_files(tmp)

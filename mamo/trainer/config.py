@@ -65,6 +65,10 @@ class TrainConfig:
     # torch intra-op CPU threads; 0 = torch's default. On a shared CPU box 1 is often much
     # faster (OpenMP threads spin when cores are oversubscribed).
     num_threads: int = 0
+    # With several processes (torchrun): "ddp" replicates the model on every rank; "fsdp"
+    # shards weights, gradients and optimizer state per transformer block (FSDP2), for models
+    # that do not fit one GPU replicated. Checkpoints are the same either way.
+    parallel: Literal["ddp", "fsdp"] = "ddp"
     ddp_find_unused: bool | None = None  # None: on when some loss weight is 0 (unused heads)
     tensorboard: bool = False  # also write TensorBoard events (needs `tensorboard` installed)
     init_from: str | None = None  # a checkpoint dir to start the weights from (same model + vocab)

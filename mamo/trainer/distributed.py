@@ -79,6 +79,25 @@ def wrap_ddp(model: nn.Module, info: DistInfo, find_unused: bool) -> nn.Module:
     )
 
 
+def no_grad_sync(wrapped: nn.Module):
+    """Context for micro-batches before the last one: skip the gradient reduction (DDP's
+    ``no_sync``, FSDP's ``set_requires_gradient_sync(False)``)."""
+    import contextlib
+
+    if hasattr(wrapped, "no_sync"):
+        return wrapped.no_sync()
+    if hasattr(wrapped, "set_requires_gradient_sync"):
+        @contextlib.contextmanager
+        def fsdp_no_sync():
+            wrapped.set_requires_gradient_sync(False)
+            try:
+                yield
+            finally:
+                wrapped.set_requires_gradient_sync(True)
+        return fsdp_no_sync()
+    return contextlib.nullcontext()
+
+
 def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float]:
     """Mean of scalar metrics over ranks (identity in a single process)."""
     if not info.distributed or not values:
@@ -100,9 +119,12 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
 
 
 def state_digest(model: nn.Module) -> str:
-    """sha256 of every parameter and buffer, bit for bit (to prove ranks are in sync)."""
+    """sha256 of every replicated parameter and buffer, bit for bit (to prove ranks are in
+    sync). FSDP-sharded parameters (DTensors) exist once across ranks and are left out."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
+        if hasattr(t, "device_mesh"):
+            continue
         h.update(name.encode())
         h.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()

@@ -41,9 +41,11 @@ from mamo.trainer.distributed import (
     cleanup,
     gather_digests,
     init_distributed,
+    no_grad_sync,
     preflight_world_size,
     wrap_ddp,
 )
+from mamo.trainer.fsdp import average_replicated_grads, full_state_dict, is_sharded, shard_model
 from mamo.trainer.metrics import MetricsLogger, truncate_after
 from mamo.trainer.optim import build_optimizer, build_scheduler
 from mamo.trainer.preflight import (
@@ -300,17 +302,22 @@ def _train(p: Prepared, info: DistInfo, progress: bool) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
+    sharded = info.distributed and tc.parallel == "fsdp"
     try:
         model = build_model(cfg, p.expected_meta["num_concepts"]).to(device)
         if cfg.train.init_from and p.resume_from is None:
             ckpt.load_weights(model, cfg.train.init_from)  # online, momentum copy and queue
+        loaded = ckpt.load_checkpoint(p.resume_from, model, p.expected_meta) if p.resume_from is not None else None
+        if tc.compile:
+            compile_blocks(model, tc.compile_mode)
+        # FSDP swaps parameters for sharded DTensors: the optimizer is built after it.
+        replicated = shard_model(model, info) if sharded else []
         optimizer = build_optimizer(model, cfg.optim)
         scheduler = build_scheduler(optimizer, cfg.optim, p.total_steps)
         start_step = 0
-        if p.resume_from is not None:
-            loaded = ckpt.load_checkpoint(p.resume_from, model, p.expected_meta)
+        if loaded is not None:
             st = loaded.state
-            optimizer.load_state_dict(st["optimizer"])
+            ckpt.load_optimizer_state(model, optimizer, st["optimizer"])
             scheduler.load_state_dict(st["scheduler"])
             ckpt.set_rng_state(st["rng_by_rank"][info.rank])
             start_step = loaded.step
@@ -325,9 +332,8 @@ def _train(p: Prepared, info: DistInfo, progress: bool) -> int:
     barrier(info)
     logger = MetricsLogger(p.run_dir, enabled=info.is_main, tensorboard=tc.tensorboard)
 
-    if tc.compile:
-        compile_blocks(model, tc.compile_mode)
-    ddp_model = wrap_ddp(model, info, _find_unused(cfg))
+    # With FSDP the sharded module is its own wrapper; DDP wraps (single process: identity).
+    ddp_model = model if sharded else wrap_ddp(model, info, _find_unused(cfg))
     stream = BatchStream(p.loader)  # already positioned by prepare() when resuming
     bar = tqdm(total=p.total_steps, initial=start_step, disable=not (progress and info.is_main),
                unit="step", dynamic_ncols=True, file=sys.stderr)
@@ -337,13 +343,14 @@ def _train(p: Prepared, info: DistInfo, progress: bool) -> int:
 
     stop = StopRequest()
     try:
-        return _loop(p, info, model, ddp_model, optimizer, scheduler, stream, bar, logger, stop, start_step, progress)
+        return _loop(p, info, model, ddp_model, optimizer, scheduler, stream, bar, logger, stop, start_step,
+                     progress, replicated)
     finally:
         stop.restore()
 
 
 def _loop(p: Prepared, info: DistInfo, model, ddp_model, optimizer, scheduler, stream: BatchStream, bar, logger,
-          stop: StopRequest, step: int, progress: bool) -> int:
+          stop: StopRequest, step: int, progress: bool, replicated: list) -> int:
     """Optimizer steps from ``step`` to the end; checkpoints, the final export. Returns the exit code."""
     cfg, tc = p.cfg, p.cfg.train
     device = info.device
@@ -364,7 +371,7 @@ def _loop(p: Prepared, info: DistInfo, model, ddp_model, optimizer, scheduler, s
             data_wait += time.perf_counter() - t0
             last = micro == tc.grad_accum - 1
             # Gradients are all-reduced once per optimizer step, on the last micro-batch.
-            sync = contextlib.nullcontext() if (last or not info.distributed) else ddp_model.no_sync()
+            sync = contextlib.nullcontext() if (last or not info.distributed) else no_grad_sync(ddp_model)
             with sync:
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     out = ddp_model(batch, generator_seed=step_seed(tc.seed, step, micro, info.rank))
@@ -373,8 +380,10 @@ def _loop(p: Prepared, info: DistInfo, model, ddp_model, optimizer, scheduler, s
                 s = _scalar(v)
                 if s is not None:
                     terms[k] = terms.get(k, 0.0) + s / tc.grad_accum
+        average_replicated_grads(replicated, info)  # FSDP leaves 0-dim parameters to us
         max_norm = cfg.optim.clip_grad_norm if cfg.optim.clip_grad_norm > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         lr = optimizer.param_groups[0]["lr"]
         nonfinite = any_rank(not (math.isfinite(terms.get("loss", float("nan"))) and math.isfinite(grad_norm)), info)
         if nonfinite:
@@ -437,11 +446,13 @@ def _loop(p: Prepared, info: DistInfo, model, ddp_model, optimizer, scheduler, s
     bar.close()
     logger.close()
     digests = gather_digests(model, info)
+    weights = full_state_dict(model) if is_sharded(model) else model  # a collective when sharded
     if info.is_main:
         meta = {**p.expected_meta, "step": step, "data_versions": p.data_versions}
-        final = ckpt.export_final(p.run_dir, model, meta, p.config_yaml)
+        final = ckpt.export_final(p.run_dir, weights, meta, p.config_yaml)
         if info.distributed:
-            # Proof that DDP kept every rank's weights (and momentum/queue buffers) identical.
+            # Proof that DDP (FSDP: the replicated part) kept every rank's weights, momentum
+            # copy and queue identical.
             (final / "rank_digests.json").write_text(json.dumps(digests, indent=2) + "\n")
         print(f"done: {step} steps; final weights in {final}", file=sys.stderr, flush=True)
     if info.distributed and len(set(digests)) != 1:
@@ -451,7 +462,10 @@ def _loop(p: Prepared, info: DistInfo, model, ddp_model, optimizer, scheduler, s
 
 
 def _save(p: Prepared, info: DistInfo, model, optimizer, scheduler, stream: BatchStream, step: int) -> None:
-    # Every rank's RNG and loader position (they differ per rank); rank 0 writes.
+    # Every rank's RNG and loader position (they differ per rank); rank 0 writes. Sharded
+    # weights and optimizer state are gathered to rank 0 first (collectives: every rank).
+    weights = full_state_dict(model) if is_sharded(model) else model
+    optim_state = ckpt.optimizer_state(model, optimizer)
     rng = ckpt.rng_state()
     data = stream.state_dict()
     if info.distributed:
@@ -466,10 +480,10 @@ def _save(p: Prepared, info: DistInfo, model, optimizer, scheduler, stream: Batc
     if info.is_main:
         state = {
             "step": step,
-            "optimizer": optimizer.state_dict(),
+            "optimizer": optim_state,
             "scheduler": scheduler.state_dict(),
             "rng_by_rank": rngs,
             "data_by_rank": datas,
         }
-        ckpt.save_checkpoint(p.run_dir, step, model, state, p.expected_meta, p.cfg.train.keep_last)
+        ckpt.save_checkpoint(p.run_dir, step, weights, state, p.expected_meta, p.cfg.train.keep_last)
     barrier(info)
