@@ -202,12 +202,16 @@ def _attn_bwd_kernel(
 # Tried once per shape on CUDA (block_m, block_n, num_warps, num_stages); the interpreter
 # takes one small block so that tiny test shapes still cross tile borders. Backward: BLOCK_N is
 # the block a program owns (keys for dK/dV, queries for dQ), BLOCK_M the tile it walks.
-# The last of each list is small enough for fp32 at head dim 128 on an A100 (sm_80: 163 KiB of
-# shared memory), where every other config is over the limit (python -m kernels.compile_check).
+# bf16/fp16 (tensor-core dots): none of these spills at head dim 64 on sm_80/sm_90.
 _FWD_CONFIGS = [LaunchConfig(128, 64, 4, 3), LaunchConfig(128, 128, 8, 3),
                 LaunchConfig(64, 64, 4, 3), LaunchConfig(128, 32, 4, 4), LaunchConfig(64, 32, 4, 2)]
 _BWD_CONFIGS = [LaunchConfig(32, 128, 8, 2), LaunchConfig(64, 128, 8, 2),
                 LaunchConfig(32, 64, 4, 3), LaunchConfig(16, 128, 8, 2), LaunchConfig(16, 64, 4, 2)]
+# fp32 inputs take IEEE dots (FMA, not tensor cores), whose tiles live in registers: the
+# half-type tiles above spill kilobytes per thread there. These are the ones that compile
+# without spills at head dims 64 and 128 on sm_80 and sm_90 (python -m kernels.compile_check).
+_FWD_CONFIGS_FP32 = [LaunchConfig(64, 32, 8, 3), LaunchConfig(64, 32, 8, 2), LaunchConfig(32, 32, 8, 2)]
+_BWD_CONFIGS_FP32 = [LaunchConfig(16, 32, 8, 2), LaunchConfig(32, 16, 8, 2), LaunchConfig(16, 16, 8, 2)]
 _INTERP_CONFIGS = [LaunchConfig(_INTERP_BLOCK, _INTERP_BLOCK, 4, 1)]
 
 
@@ -216,8 +220,10 @@ _INTERP_CONFIGS = [LaunchConfig(_INTERP_BLOCK, _INTERP_BLOCK, 4, 1)]
 _INTERPRETED = interpreter_enabled()
 
 
-def _configs(cuda_configs: list[LaunchConfig]) -> list[LaunchConfig]:
-    return _INTERP_CONFIGS if _INTERPRETED else cuda_configs
+def _configs(dtype: torch.dtype, half: list[LaunchConfig], fp32: list[LaunchConfig]) -> list[LaunchConfig]:
+    if _INTERPRETED:
+        return _INTERP_CONFIGS
+    return fp32 if dtype == torch.float32 else half
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -291,7 +297,8 @@ def _triton_forward(q, k, v, mask, sm_scale):
         (q, k, v, q if mask is None else mask, o, lse, sq[0], sq[1], sq[2], sk[0], sk[1], sk[2],
          H, Sq, Sk, sm_scale * LOG2E),
         _flags(q.dtype, q.shape[3], mask is not None),
-        ("fwd", q.device, q.dtype, Sq, Sk, q.shape[3], mask is not None), _configs(_FWD_CONFIGS))
+        ("fwd", q.device, q.dtype, Sq, Sk, q.shape[3], mask is not None),
+        _configs(q.dtype, _FWD_CONFIGS, _FWD_CONFIGS_FP32))
     return o, lse
 
 
@@ -307,7 +314,8 @@ def _triton_backward(do, q, k, v, o, lse, mask, sm_scale):
         (q, k, v, q if mask is None else mask, o, do, lse, dq, dk, dv,
          sq[0], sq[1], sq[2], sk[0], sk[1], sk[2], H, Sq, Sk, sm_scale * LOG2E, sm_scale),
         _flags(q.dtype, q.shape[3], mask is not None),
-        ("bwd", q.device, q.dtype, Sq, Sk, q.shape[3], mask is not None), _configs(_BWD_CONFIGS))
+        ("bwd", q.device, q.dtype, Sq, Sk, q.shape[3], mask is not None),
+        _configs(q.dtype, _BWD_CONFIGS, _BWD_CONFIGS_FP32))
     return dq, dk, dv
 
 

@@ -46,7 +46,13 @@ class Result:
     seconds: float
     error: str | None = None
     regs: int | None = None  # registers per thread (cuobjdump)
-    local: int | None = None  # local memory bytes per thread: > 0 means register spills
+    local: int | None = None  # local memory bytes per thread
+    stack: int | None = None  # stack frame bytes per thread (where ptxas puts spilled registers)
+
+    @property
+    def spill_bytes(self) -> int:
+        """Per-thread bytes outside registers (stack + local): > 0 means the config spills."""
+        return (self.local or 0) + (self.stack or 0)
 
     @property
     def fits(self) -> bool:
@@ -121,14 +127,15 @@ def record(dtype: torch.dtype) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def resource_usage(cubin: bytes) -> tuple[int | None, int | None]:
-    """(registers, local-memory bytes) per thread of a cubin, read with the cuobjdump that
-    ships in the Triton wheel; (None, None) when it is not there."""
+def resource_usage(cubin: bytes) -> tuple[int | None, int | None, int | None]:
+    """(registers, local-memory bytes, stack bytes) per thread of a cubin, read with the
+    cuobjdump that ships in the Triton wheel; Nones when it is not there. Spilled registers
+    show up as STACK (LOCAL stays 0 for Triton's kernels)."""
     import triton
 
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     if not os.path.exists(tool):
-        return None, None
+        return None, None, None
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "kernel.cubin")
         with open(path, "wb") as f:
@@ -137,7 +144,8 @@ def resource_usage(cubin: bytes) -> tuple[int | None, int | None]:
                               text=True, timeout=60).stdout
     regs = re.search(r"REG:(\d+)", text)
     local = re.search(r"LOCAL:(\d+)", text)
-    return (int(regs.group(1)) if regs else None), (int(local.group(1)) if local else None)
+    stack = re.search(r"STACK:(\d+)", text)
+    return tuple(int(m.group(1)) if m else None for m in (regs, local, stack))
 
 
 def compile_launch(launch: dict[str, Any], arch: int, config: Any | None) -> tuple[int, float, Any]:
@@ -173,14 +181,14 @@ def _compile_one(launch: dict[str, Any], case: str, arch: int, cfg: Any | None) 
     except Exception as e:  # noqa: BLE001 - reported per launch
         return Result(name, case, arch, label, None, 0.0,
                       f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    regs, local = resource_usage(compiled.asm["cubin"])
-    return Result(name, case, arch, label, shared, sec, regs=regs, local=local)
+    regs, local, stack = resource_usage(compiled.asm["cubin"])
+    return Result(name, case, arch, label, shared, sec, regs=regs, local=local, stack=stack)
 
 
 def _line(r: Result) -> str:
     status = ("ok" if r.fits else f"ERROR {r.error}" if r.error else
               f"over the {SHARED_LIMIT[r.arch]} B limit (the tuner skips it)")
-    spill = f" SPILLS {r.local} B/thread" if r.local else ""
+    spill = f" SPILLS {r.spill_bytes} B/thread" if r.spill_bytes else ""
     return (f"sm_{r.arch} {r.kernel:26s} {r.case:40s} {r.config:17s} "
             f"shared {r.shared if r.shared is not None else '-':>7} B  "
             f"regs {r.regs if r.regs is not None else '-':>3}{spill}  {r.seconds:4.1f} s  {status}")
@@ -230,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         print("FAILED:", line)
     print(f"compile_check: {len(results)} compilations for sm_{'/sm_'.join(map(str, args.arch or [90]))}, "
           f"{sum(not r.fits for r in results)} configs unusable, "
-          f"{sum(bool(r.local) for r in results if r.fits)} usable configs spill registers, "
+          f"{sum(bool(r.spill_bytes) for r in results if r.fits)} usable configs spill registers, "
           f"{len(failed)} failures, "
           f"{time.time() - t0:.0f} s")
     return 1 if failed else 0

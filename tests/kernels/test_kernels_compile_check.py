@@ -39,3 +39,23 @@ def test_failures_need_an_error_or_no_fitting_config():
     assert len(only_big) == 1 and "no config fits" in only_big[0]
     broken = Result("k", "c", 90, "small", None, 0.0, "CompilationError: boom")
     assert failures([fits, broken]) == ["k c sm_90 small: CompilationError: boom"]
+
+
+def test_stack_bytes_count_as_spills():
+    # ptxas puts spilled registers in the stack frame (cuobjdump: STACK:n, LOCAL:0).
+    spilling = Result("k", "c", 90, "big", 1000, 0.1, regs=255, local=0, stack=184)
+    clean = Result("k", "c", 90, "small", 1000, 0.1, regs=96, local=0, stack=0)
+    assert spilling.spill_bytes == 184 and clean.spill_bytes == 0
+
+
+def test_fp32_configs_are_used_for_fp32_inputs():
+    import torch
+
+    from kernels import attention as A
+
+    fp32 = A._configs(torch.float32, A._FWD_CONFIGS, A._FWD_CONFIGS_FP32)
+    half = A._configs(torch.bfloat16, A._FWD_CONFIGS, A._FWD_CONFIGS_FP32)
+    if A._INTERPRETED:  # one small block for everything in the interpreter
+        assert fp32 == half == A._INTERP_CONFIGS
+    else:
+        assert fp32 == A._FWD_CONFIGS_FP32 and half == A._FWD_CONFIGS
