@@ -251,6 +251,9 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sta
         return
     set_optimizer_state_dict(model, optimizer, optim_state_dict=state,
                              options=StateDictOptions(full_state_dict=True, strict=False))
+    for group in optimizer.param_groups:  # the name-keyed path hands tuples back as lists
+        if isinstance(group.get("betas"), list):
+            group["betas"] = tuple(group["betas"])
 
 
 def load_checkpoint(ckpt_dir: str | Path, model: nn.Module, expected_meta: dict[str, Any]) -> Loaded:

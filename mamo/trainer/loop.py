@@ -219,6 +219,9 @@ def prepare(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Prepared:
         "world_size": world_size,
     }
     notes = []
+    if cfg.train.parallel == "fsdp" and world_size == 1:
+        notes.append("train.parallel=fsdp in a single process: nothing to shard, the model runs unwrapped "
+                     "(launch with torchrun --nproc_per_node N to shard it)")
     if state.resume_from is not None:
         check_resume(run_dir, cfg, data_versions, expected_meta, state.resume_from)
         saved_ws = ckpt.read_meta(state.resume_from).get("world_size", world_size)

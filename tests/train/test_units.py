@@ -41,6 +41,7 @@ class Toy(nn.Module):
         ("optim.betas=[0.9, 1.5]", "optim.betas[1]"),
         ("model.preset=huge", "model.preset"),
         ("data.max_text_len=1000", "data.max_text_len"),
+        ("train.parallel=zero3", "train.parallel"),
     ],
 )
 def test_bad_config_names_the_key(override, key):
@@ -113,6 +114,29 @@ def test_checkpoint_roundtrip_weights_only(tmp_path):
     ckpt.set_rng_state(loaded.state["rng_by_rank"][0])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expect
     assert loaded.state["data_by_rank"][0]["loader"] == {"position": 3}
+
+
+def test_optimizer_state_by_name_round_trip_and_legacy_format():
+    """state.pt keeps the optimizer keyed by parameter name (what FSDP and DDP runs share);
+    index-keyed state from before still loads."""
+    torch.manual_seed(0)
+    model = Toy()
+    cfg = load_run_config("configs/tiny.yaml")
+    opt = build_optimizer(model, cfg.optim)
+    for _ in range(2):
+        model.proj(model.embed(torch.tensor([1, 2]))).sum().mul(model.temp).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    by_name = ckpt.optimizer_state(model, opt)
+    assert {"proj.weight", "embed.weight", "temp"} <= set(by_name["state"])
+    for saved in (by_name, opt.state_dict()):
+        fresh = build_optimizer(model, cfg.optim)
+        ckpt.load_optimizer_state(model, fresh, saved)
+        a, b = opt.state_dict(), fresh.state_dict()
+        assert a["param_groups"] == b["param_groups"]
+        for i, st in a["state"].items():
+            for k, v in st.items():
+                assert torch.equal(v, b["state"][i][k]), (i, k)
 
 
 def test_incompatible_checkpoint_refused(tmp_path):
