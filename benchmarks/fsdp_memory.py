@@ -7,10 +7,10 @@ Starts ``--world-size`` processes (gloo on the CPU; nccl with one GPU each when 
 enough GPUs), builds the preset's MAMO model in each, wraps it as the trainer does
 (``mamo.trainer.distributed.wrap_ddp`` / ``mamo.trainer.fsdp.shard_model``), runs one real
 optimizer step (forward, backward, AdamW, EMA update) on a small synthetic batch and then
-counts the bytes each rank holds: trainable weights, their gradients, AdamW's state, and the
-replicated buffers (momentum teacher, ITC queue). Activations are not counted (FSDP does not
-shard them; they depend on the batch). The counts are exact tensor sizes, not allocator
-readings, so they are the same on CPU and GPU.
+counts the bytes each rank holds: trainable weights, their gradients, AdamW's state, the
+momentum (EMA) teacher, and the other buffers (the ITC queue, replicated in both modes).
+Activations are not counted (FSDP does not shard them; they depend on the batch). The counts
+are exact tensor sizes, not allocator readings, so they are the same on CPU and GPU.
 """
 from __future__ import annotations
 
@@ -83,7 +83,8 @@ def _worker(rank: int, world: int, port: int, preset: str, mode: str, batch: int
         "grads": sum(_nbytes(p.grad) for p in params if p.grad is not None),
         "optimizer": sum(_nbytes(v) for s in opt.state.values() for v in s.values()
                          if isinstance(v, torch.Tensor) and v.ndim > 0),
-        "buffers": sum(_nbytes(b) for b in model.buffers()),
+        "teacher": sum(_nbytes(t) for t in (*model.momentum.parameters(), *model.momentum.buffers())),
+        "other buffers": sum(_nbytes(b) for name, b in model.named_buffers() if not name.startswith("momentum.")),
         "loss": float(out_["loss"].detach().float()),
     }
     rows: list = [None] * world
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"preset {args.preset}, {args.world_size} processes, per rank after one step (MiB; max over ranks)")
     print(f"{'':>22} {'ddp':>10} {'fsdp':>10} {'fsdp/ddp':>9}")
     totals = {}
-    for key in ("weights", "grads", "optimizer", "buffers"):
+    for key in ("weights", "grads", "optimizer", "teacher", "other buffers"):
         a = max(r[key] for r in res["ddp"])
         b = max(r[key] for r in res["fsdp"])
         totals[key] = (a, b)

@@ -29,7 +29,9 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 def paired_tensors(online: nn.Module, teacher: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """(teacher tensors, online params) in matching order, checking names and shapes."""
     params = dict(online.named_parameters())
-    buffers = dict(teacher.named_buffers())
+    # The teacher's tensors are buffers; under FSDP (mamo.trainer.fsdp) they become frozen,
+    # sharded parameters. Either way they are found by name.
+    buffers = {**dict(teacher.named_buffers()), **dict(teacher.named_parameters())}
     t_list, o_list = [], []
     for name, p in params.items():
         if name not in buffers:
@@ -48,15 +50,29 @@ def ema_update(online: nn.Module, teacher: nn.Module, m: float) -> None:
     t_list, o_list = paired_tensors(online, teacher)
     if not t_list:
         return
-    torch._foreach_mul_(t_list, m)
-    torch._foreach_add_(t_list, [_full(o.detach()) for o in o_list], alpha=1.0 - m)
+    teacher_t, online_t = [], []
+    for t, o in zip(t_list, o_list):
+        t, o = _aligned(t, o.detach())
+        teacher_t.append(t)
+        online_t.append(o)
+    torch._foreach_mul_(teacher_t, m)
+    torch._foreach_add_(teacher_t, online_t, alpha=1.0 - m)
 
 
-def _full(t: torch.Tensor) -> torch.Tensor:
-    """The whole tensor of an FSDP-sharded parameter (the teacher is replicated, see
-    mamo.trainer.fsdp); a plain tensor as it is."""
-    full_tensor = getattr(t, "full_tensor", None)
-    return full_tensor() if callable(full_tensor) else t
+def _aligned(t: torch.Tensor, o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain tensors covering the same elements. Under FSDP both sides are sharded alike
+    (same shape, same mesh, dim-0 shards), so each rank updates its own shard, no
+    communication; a replicated teacher reads the whole online tensor."""
+    t_sharded, o_sharded = hasattr(t, "to_local"), hasattr(o, "to_local")
+    if t_sharded and o_sharded:
+        if t.placements != o.placements:
+            raise ValueError(f"teacher and online shards differ: {t.placements} vs {o.placements}")
+        return t.to_local(), o.to_local()
+    if o_sharded:
+        return t, o.full_tensor()
+    if t_sharded:
+        raise ValueError("a sharded teacher needs a sharded online model")
+    return t, o
 
 
 @torch.no_grad()

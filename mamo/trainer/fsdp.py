@@ -5,13 +5,14 @@ gradients and AdamW's two moments are split across ranks and gathered only while
 runs), and the root unit holds the rest (patch/token embeddings, projections, heads). That is
 torchtitan's layout; with N ranks the trainable state per GPU drops to about 1/N.
 
-What stays replicated on purpose:
-- the momentum (EMA) teacher and the ITC queue: they are buffers, which FSDP never shards.
-  The teacher runs its forward on every rank, so it needs its full weights there anyway; the
-  EMA update reads the online weights through ``DTensor.full_tensor()`` (one all-gather per
-  step, the same volume as one forward's).
-- 0-dim parameters (the ITC temperature): FSDP2 cannot shard scalars. They are left out of
-  FSDP (``ignored_params``) and their gradients are averaged here, as DDP would.
+The momentum (EMA) teacher is sharded the same way: its tensors, buffers in the model (so no
+optimizer or DDP ever sees them), become frozen parameters before ``fully_shard``, so each
+teacher block is a unit gathered for its no-grad forward, and the EMA update runs on each
+rank's own shards with no communication (teacher and online shards cover the same elements).
+
+What stays replicated: the ITC queue (a buffer) and 0-dim parameters (the ITC temperature):
+FSDP2 cannot shard scalars, so they are left out of FSDP (``ignored_params``) and their
+gradients are averaged here, as DDP would.
 
 Checkpoints keep the single-process format (full weights in safetensors, optimizer state
 keyed by parameter name), so a run can be resumed with DDP or FSDP and evaluated anywhere.
@@ -28,10 +29,30 @@ from mamo.trainer.distributed import DistInfo
 
 
 def shard_units(model: nn.Module) -> list[nn.Module]:
-    """The modules that become their own FSDP unit: blocks holding trainable parameters
-    (the momentum copy's blocks hold buffers only and stay out)."""
+    """The modules that become their own FSDP unit: every transformer block holding
+    parameters (online blocks, and teacher blocks once :func:`teacher_to_frozen_params` ran)."""
     return [m for m in model.modules()
-            if type(m).__name__.endswith("Block") and any(p.requires_grad for p in m.parameters())]
+            if type(m).__name__.endswith("Block") and any(True for _ in m.parameters())]
+
+
+def teacher_to_frozen_params(model: nn.Module) -> int:
+    """Turn the momentum teacher's tensors (buffers named like the online parameters) into
+    parameters with ``requires_grad=False``, in place, so that FSDP shards them. State-dict
+    names do not change. Returns how many tensors moved."""
+    teacher, online = getattr(model, "momentum", None), getattr(model, "enc", None)
+    if teacher is None or online is None:
+        return 0
+    names = {n for n, _ in online.named_parameters()}
+    moved = 0
+    for prefix, sub in teacher.named_modules():
+        for name, buf in list(sub._buffers.items()):
+            full = f"{prefix}.{name}" if prefix else name
+            if buf is None or full not in names:
+                continue
+            del sub._buffers[name]
+            sub.register_parameter(name, nn.Parameter(buf, requires_grad=False))
+            moved += 1
+    return moved
 
 
 def shard_model(model: nn.Module, info: DistInfo) -> list[nn.Parameter]:
@@ -45,10 +66,14 @@ def shard_model(model: nn.Module, info: DistInfo) -> list[nn.Parameter]:
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(info.device.type, (info.world_size,))
-    replicated = [p for p in model.parameters() if p.requires_grad and p.ndim == 0]
+    teacher_to_frozen_params(model)
+    # Scalars cannot be sharded: the trainable ones are averaged by hand, frozen ones (a
+    # teacher copy of a scalar) stay as they are on every rank.
+    scalars = [p for p in model.parameters() if p.ndim == 0]
+    replicated = [p for p in scalars if p.requires_grad]
     for unit in shard_units(model):
         fully_shard(unit, mesh=mesh)
-    fully_shard(model, mesh=mesh, ignored_params=set(replicated))
+    fully_shard(model, mesh=mesh, ignored_params=set(scalars))
     return replicated
 
 
