@@ -141,3 +141,18 @@ def test_sigterm_checkpoints_the_current_step_and_stops(dataset, tmp_path):
     # The step it stopped at is checkpointed (not only the every-3-steps ones).
     assert (run_dir / "checkpoints" / f"step_{last:07d}" / "state.pt").is_file()
     assert not (run_dir / "final").exists()
+
+
+@pytest.mark.slow
+def test_compiled_blocks_train_like_eager(reference, dataset, tmp_path):
+    """`train.compile=true` (configs/base.yaml's setting): the blocks run through Inductor and
+    the first steps log the losses of the eager reference run (same lr for these steps)."""
+    run_dir = tmp_path / "compiled"
+    r = run_cli(train_args(dataset, run_dir, "train.steps=3", "train.compile=true"), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ref, got = read_metrics(reference / "metrics.jsonl")[:3], read_metrics(run_dir / "metrics.jsonl")
+    assert [x["step"] for x in got] == [1, 2, 3]
+    for a, b in zip(ref, got):
+        assert a["lr"] == b["lr"]
+        for k in LOSS_KEYS:
+            assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-5), (a["step"], k)
