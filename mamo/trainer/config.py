@@ -69,6 +69,10 @@ class TrainConfig:
     # shards weights, gradients and optimizer state per transformer block (FSDP2), for models
     # that do not fit one GPU replicated. Checkpoints are the same either way.
     parallel: Literal["ddp", "fsdp"] = "ddp"
+    # --resume with another number of processes than the checkpoint's: weights, optimizer,
+    # schedule and step continue exactly; the data order (split per rank) cannot, so it
+    # restarts at the next epoch boundary (the rest of the interrupted epoch is skipped).
+    elastic_resume: bool = False
     ddp_find_unused: bool | None = None  # None: on when some loss weight is 0 (unused heads)
     tensorboard: bool = False  # also write TensorBoard events (needs `tensorboard` installed)
     init_from: str | None = None  # a checkpoint dir to start the weights from (same model + vocab)

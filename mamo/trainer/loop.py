@@ -225,14 +225,18 @@ def prepare(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Prepared:
     if state.resume_from is not None:
         check_resume(run_dir, cfg, data_versions, expected_meta, state.resume_from)
         saved_ws = ckpt.read_meta(state.resume_from).get("world_size", world_size)
-        if saved_ws != world_size:
+        if saved_ws != world_size and not cfg.train.elastic_resume:
             raise StartError(
                 f"checkpoint {state.resume_from} was written by {saved_ws} processes; resume with the "
-                f"same number (now {world_size}) so the data order continues exactly"
+                f"same number (now {world_size}) so the data order continues exactly, or set "
+                "train.elastic_resume=true to continue from the next epoch"
             )
         try:
             resume_state = torch.load(state.resume_from / ckpt.STATE, map_location="cpu", weights_only=True)
-            loader.load_state_dict(resume_state["data_by_rank"][rank])
+            if saved_ws == world_size:
+                loader.load_state_dict(resume_state["data_by_rank"][rank])
+            else:
+                notes.append(_restart_data_at_next_epoch(loader, resume_state["data_by_rank"], saved_ws, world_size))
         except Exception as e:  # corrupt state.pt, or a position from other data/batch size
             raise StartError(f"checkpoint {state.resume_from}: cannot continue from it: {' '.join(str(e).split())}") from e
         notes.append(f"resuming from {state.resume_from} (step {resume_state['step']}, epoch {loader.epoch})")
@@ -246,6 +250,21 @@ def prepare(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Prepared:
     config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
     return Prepared(cfg, run_dir, state.resume_from, data_versions, expected_meta, total, loader,
                     config_yaml, world_size, notes)
+
+
+def _restart_data_at_next_epoch(loader, saved: list[dict[str, Any]], saved_ws: int, world_size: int) -> str:
+    """Position ``loader`` for an elastic resume and say what was skipped.
+
+    The per-rank order is cut by world size, so another world size cannot continue inside an
+    epoch: it starts the next one (or the saved one, when that had not begun)."""
+    epoch = max(int(s["epoch"]) for s in saved)
+    skipped = max(int(s["batch"]) for s in saved if int(s["epoch"]) == epoch)
+    if skipped:
+        epoch += 1
+    loader.set_epoch(epoch)
+    what = (f"the rest of epoch {epoch - 1} is skipped (each of the {saved_ws} ranks had read {skipped} batches)"
+            if skipped else "the interrupted run had just finished an epoch, nothing is skipped")
+    return f"train.elastic_resume: {saved_ws} -> {world_size} processes; data restarts at epoch {epoch}; {what}"
 
 
 # ----------------------------------------------------------------------------- training
@@ -322,7 +341,8 @@ def _train(p: Prepared, info: DistInfo, progress: bool) -> int:
             st = loaded.state
             ckpt.load_optimizer_state(model, optimizer, st["optimizer"])
             scheduler.load_state_dict(st["scheduler"])
-            ckpt.set_rng_state(st["rng_by_rank"][info.rank])
+            rngs = st["rng_by_rank"]  # one per saved rank (fewer after an elastic resume)
+            ckpt.set_rng_state(rngs[info.rank % len(rngs)])
             start_step = loaded.step
     except (ckpt.CheckpointError, ValueError, KeyError, RuntimeError, OSError) as e:
         # Still nothing written: report it like any other failed start.

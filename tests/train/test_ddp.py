@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import TINY, run_cli
+from train_helpers import TINY, run_cli, tree_digest
 
 from mamo.trainer.metrics import read_metrics
 
@@ -106,3 +106,44 @@ def test_fsdp_checkpoint_resumes_exactly(dataset, fsdp_run, tmp_path, parallel):
         else:  # a different reduction order in the last step
             torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6, msg=k)
 
+
+
+@pytest.mark.slow
+def test_resume_with_another_world_size_needs_elastic_resume(dataset, ddp_run, tmp_path):
+    """A 2-process checkpoint resumed by 1 process: refused (exit 2, nothing written) unless
+    train.elastic_resume=true, which continues weights, optimizer and step and restarts the
+    data at an epoch boundary."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(ddp_run, run_dir)
+    shutil.rmtree(run_dir / "final")
+    shutil.rmtree(run_dir / "checkpoints" / "step_0000003")
+    one_process = ["-m", "mamo.train", "--config", "configs/tiny.yaml", "--run-dir", str(run_dir), "--no-progress",
+                   "--resume", f"data.version_dir={dataset}", *ARGS]
+    before = tree_digest(run_dir)
+    r = run_cli(one_process)
+    assert r.returncode == 2 and "train.elastic_resume" in r.stderr, r.stderr[-2000:]
+    assert tree_digest(run_dir) == before
+    r = run_cli([*one_process, "train.elastic_resume=true"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    # The step-2 checkpoint ended epoch 0 exactly (2 steps per epoch at 2 ranks): nothing skipped.
+    assert "2 -> 1 processes; data restarts at epoch 1; the interrupted run had just finished" in r.stderr
+    recs = read_metrics(run_dir / "metrics.jsonl")
+    assert [x["step"] for x in recs] == [1, 2, 3] and math.isfinite(recs[-1]["loss"])
+    assert recs[-1]["epoch"] == 1
+    assert json.loads((run_dir / "final" / "meta.json").read_text())["world_size"] == 1
+
+
+def test_elastic_resume_skips_to_the_next_epoch():
+    from mamo.trainer.loop import _restart_data_at_next_epoch
+
+    class Loader:
+        epoch = 0
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+
+    loader = Loader()
+    note = _restart_data_at_next_epoch(loader, [{"epoch": 3, "batch": 5}] * 4, 4, 2)
+    assert loader.epoch == 4 and "rest of epoch 3 is skipped" in note and "4 -> 2" in note
+    _restart_data_at_next_epoch(loader, [{"epoch": 2, "batch": 0}] * 2, 2, 8)
+    assert loader.epoch == 2
