@@ -16,7 +16,10 @@ Sections, each guarded so that one failure does not lose the others' figures:
      kernels: samples/s and MFU (FLOPs counted by torch's FlopCounterMode on the SDPA step);
   5. `python -m mamo.train` itself: a short `small` run on the device with a checkpoint, then
      a resume (the trainer's CUDA/bf16 path and GPU checkpoints);
-  6. the contrastive loss at base shapes (what a fused InfoNCE could save at most), host
+  6. FSDP (train.parallel=fsdp) on the device: a one-rank process group (nccl), the `base`
+     model sharded as the trainer does against the same model unsharded, two steps each:
+     same losses and weights, optimizer state saved and loaded by name;
+  7. the contrastive loss at base shapes (what a fused InfoNCE could save at most), host
      issue time per attention fwd+bwd (Triton vs SDPA), attention under torch.compile
      (mode="reduce-overhead": CUDA graphs) and training steps with compiled blocks.
 
@@ -50,7 +53,7 @@ if str(ROOT) not in sys.path:
 # timings, where its time goes, the compiled (CUDA-graph) remedy, then the losses, training
 # steps (eager, then compiled blocks) and the loader. Results are written after each section.
 SECTIONS = ("attention", "profile", "attention_compiled", "cross_entropy", "regression", "itc",
-            "train", "train_cli", "train_compiled", "data")
+            "train", "train_cli", "train_compiled", "fsdp", "data")
 # H200 SXM dense bf16 tensor-core peak (vendor datasheet), for MFU.
 PEAK_BF16_FLOPS = 989.4e12
 # "cuda"; "cpu" only for --cpu-smoke, which runs every code path here at toy sizes.
@@ -150,6 +153,9 @@ def print_plan(plan: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"  compiled   attention fwd+bwd under torch.compile mode(s) {plan['compile_modes']}, Triton vs "
           f"SDPA (sections: {'attention_compiled' in args.sections}); train steps with compiled blocks "
           f"(sections: {'train_compiled' in args.sections})")
+    t = plan["train"]
+    print(f"  fsdp       preset {t['preset']}, batch {min(8, t['batch_size'])}: 2 steps FSDP (1 rank) vs unsharded, "
+          f"same losses/weights; optimizer state by name (sections: {'fsdp' in args.sections})")
     print(f"  time budget {args.budget_s:.0f} s; output {args.out}.json / .md")
 
 
@@ -880,6 +886,86 @@ def train_section(rep: Report, plan: dict[str, Any], compiled: bool = False,
         rep.save()
 
 
+def fsdp_section(rep: Report, plan: dict[str, Any]) -> None:
+    """The trainer's FSDP path on this device with one rank (nccl on CUDA): the model sharded
+    by mamo.trainer.fsdp.shard_model (online and teacher) against an unsharded copy, two
+    steps each (AdamW, clipping, EMA update); then the full state gathered for a checkpoint
+    and the optimizer state round-tripped by name, as mamo.train does."""
+    import copy
+    import socket
+
+    import torch
+    import torch.distributed as dist
+
+    from mamo.model import MAMO, LossConfig, ModelConfig
+    from mamo.trainer import checkpoint as ckpt
+    from mamo.trainer.config import OptimConfig
+    from mamo.trainer.distributed import DistInfo
+    from mamo.trainer.fsdp import average_replicated_grads, full_state_dict, shard_model
+    from mamo.trainer.optim import build_optimizer
+
+    t = plan["train"]
+    dev = torch.device(DEVICE, 0) if DEVICE == "cuda" else torch.device("cpu")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dist.init_process_group("nccl" if DEVICE == "cuda" else "gloo", init_method=f"tcp://127.0.0.1:{port}",
+                            rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        # momentum 0.5: the teacher moves visibly in two steps, so a missed EMA update shows
+        mcfg = ModelConfig(preset=t["preset"], attn_impl="sdpa", text_init=None, momentum=0.5)
+        plain = MAMO(mcfg, LossConfig(loss_impl="torch"), num_concepts=t["num_concepts"],
+                     load_pretrained=False).to(dev).train()
+        sharded = copy.deepcopy(plain)
+        replicated = shard_model(sharded, DistInfo(rank=0, world_size=1, local_rank=0, device=dev))
+        B, L, S = min(8, t["batch_size"]), t["text_len"], mcfg.vision.image_size
+        g = torch.Generator().manual_seed(1)
+        am = (torch.arange(L)[None, :] < torch.randint(8, L + 1, (B,), generator=g)[:, None]).long()
+        ids = torch.randint(1000, 30000, (B, L), generator=g) * am
+        ids[:, 0] = 101
+        labels = torch.randint(0, t["num_concepts"], (B, L), generator=g)
+        labels[(torch.rand(B, L, generator=g) < 0.6) | (am == 0)] = -100
+        batch = {k: v.to(dev) for k, v in {"image": torch.randn(B, 3, S, S, generator=g), "input_ids": ids,
+                                             "attention_mask": am, "concept_labels": labels}.items()}
+        losses: dict[str, list[float]] = {}
+        optims = {}
+        for name, model in (("plain", plain), ("fsdp", sharded)):
+            opt = build_optimizer(model, OptimConfig(lr=1e-4))
+            optims[name] = opt
+            params = [p for p in model.parameters() if p.requires_grad]
+            for i in range(2):
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=DEVICE == "cuda"):
+                    out = model(batch, generator_seed=i)
+                out["loss"].backward()
+                if name == "fsdp":
+                    average_replicated_grads(replicated, DistInfo(0, 1, 0, dev))
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                model.momentum_update()
+                losses.setdefault(name, []).append(float(out["loss"].detach().float()))
+        loss_err = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(losses["plain"], losses["fsdp"]))
+        full = full_state_dict(sharded)
+        ref = plain.state_dict()
+        weight_err = max(float((full[k].float() - ref[k].detach().cpu().float()).abs().max()
+                               / ref[k].detach().float().abs().max().clamp_min(1e-12)) for k in ref)
+        rep.check(kernel="fsdp", case=f"{t['preset']} B{B}: 2 steps, 1 rank vs unsharded", dtype="bf16 autocast"
+                  if DEVICE == "cuda" else "fp32", err_out=loss_err, err_grad=weight_err,
+                  ok=loss_err < 1e-3 and weight_err < 1e-2 and set(full) == set(ref))
+        saved = ckpt.optimizer_state(sharded, optims["fsdp"])
+        fresh = build_optimizer(sharded, OptimConfig(lr=1e-4))
+        ckpt.load_optimizer_state(sharded, fresh, saved)
+        a, b = optims["fsdp"].state_dict()["state"], fresh.state_dict()["state"]
+        local = lambda x: x.to_local() if hasattr(x, "to_local") else x  # noqa: E731
+        same = a.keys() == b.keys() and all(torch.equal(local(a[k]["exp_avg"]), local(b[k]["exp_avg"])) for k in a)
+        rep.check(kernel="fsdp optimizer state", case="by name, saved and loaded", dtype="fp32",
+                  err_out=0.0 if same else 1.0, err_grad=0.0, ok=same)
+        rep.data["fsdp"] = {"losses": losses, "preset": t["preset"], "batch_size": B}
+    finally:
+        dist.destroy_process_group()
+
+
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -942,6 +1028,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_cli": lambda: train_cli_section(rep, plan, args),
         "itc": lambda: itc_section(rep, plan),
         "profile": lambda: profile_section(rep, plan),
+        "fsdp": lambda: fsdp_section(rep, plan),
         "ce_sweep": lambda: ce_sweep_section(rep, plan),
     }
     for name in args.sections:

@@ -18,7 +18,10 @@ from train_helpers import TINY, run_cli, tree_digest
 
 from mamo.trainer.metrics import read_metrics
 
-ARGS = [*TINY, "train.steps=3", "train.ckpt_every=2", "train.grad_accum=2", "train.keep_last=3"]
+# A fast EMA (momentum 0.5) so that the teacher moves visibly in 3 steps: a sharded teacher
+# that missed its update would then differ from DDP's beyond the tolerance below.
+ARGS = [*TINY, "train.steps=3", "train.ckpt_every=2", "train.grad_accum=2", "train.keep_last=3",
+        "model.momentum=0.5"]
 
 
 def _torchrun(dataset: Path, run_dir: Path, *extra: str, resume: bool = False) -> None:
