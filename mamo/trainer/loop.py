@@ -45,6 +45,7 @@ from mamo.trainer.distributed import (
     preflight_world_size,
     wrap_ddp,
 )
+from mamo.trainer.activation_checkpointing import checkpoint_blocks
 from mamo.trainer.fsdp import average_replicated_grads, full_state_dict, is_sharded, shard_model
 from mamo.trainer.metrics import MetricsLogger, truncate_after
 from mamo.trainer.optim import build_optimizer, build_scheduler
@@ -330,6 +331,9 @@ def _train(p: Prepared, info: DistInfo, progress: bool) -> int:
         if cfg.train.init_from and p.resume_from is None:
             ckpt.load_weights(model, cfg.train.init_from)  # online, momentum copy and queue
         loaded = ckpt.load_checkpoint(p.resume_from, model, p.expected_meta) if p.resume_from is not None else None
+        # torchtitan's order: activation checkpointing, then compile, then sharding.
+        if tc.activation_checkpointing:
+            checkpoint_blocks(model)
         if tc.compile:
             compile_blocks(model, tc.compile_mode)
         # FSDP swaps parameters for sharded DTensors: the optimizer is built after it.
