@@ -48,17 +48,42 @@ def _checkpointed(forward):
     return run
 
 
-def saved_activation_bytes(fn) -> tuple[object, int]:
-    """Run ``fn()`` and count the bytes autograd saves for the backward while it runs (what
-    activation checkpointing reduces); returns ``(fn's result, bytes)``. Parameters saved by
-    reference are counted too, once per save, so compare two runs of the same model."""
+def saved_activation_bytes(fn, model: nn.Module | None = None) -> tuple[object, int]:
+    """Run ``fn()`` and count the memory autograd keeps for the backward while it runs (what
+    activation checkpointing reduces); returns ``(fn's result, bytes)``.
+
+    Each storage is counted once. With ``model``, its parameters and buffers are left out
+    (they exist anyway) and the inputs that checkpointed blocks keep for their recomputation
+    are counted (they are held outside autograd's saved tensors)."""
     total = 0
+    seen: set[int] = set()
+    if model is not None:
+        seen |= {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+
+    def count(t: torch.Tensor) -> None:
+        nonlocal total
+        key = t.untyped_storage().data_ptr()
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
 
     def pack(t: torch.Tensor):
-        nonlocal total
-        total += t.numel() * t.element_size()
+        count(t)
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
+    def block_inputs(module, args, kwargs):
+        if torch.is_grad_enabled():
+            for a in (*args, *kwargs.values()):
+                if isinstance(a, torch.Tensor):
+                    count(a)
+
+    hooks = [] if model is None else [
+        b.register_forward_pre_hook(block_inputs, with_kwargs=True)
+        for b in model.modules() if getattr(b.forward, "_mamo_checkpointed", False)]
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = fn()
+    finally:
+        for h in hooks:
+            h.remove()
     return out, total
