@@ -12,8 +12,9 @@ Sections, each guarded so that one failure does not lose the others' figures:
      reference; fused linear CE and masked regression vs eager, with peak memory;
   3. the data loader (mamo.data: DALI with nvJPEG "mixed" decode when DALI is installed,
      else the PyTorch fallback) on a freshly generated synthetic version: samples/s;
-  4. a few `base` training steps (mamo.model) with SDPA + torch losses and with the Triton
-     kernels: samples/s and MFU (FLOPs counted by torch's FlopCounterMode on the SDPA step);
+  4. a few `base` training steps (mamo.model) with SDPA + torch losses, with the Triton
+     kernels, and with activation checkpointing: samples/s, MFU (FLOPs counted by torch's
+     FlopCounterMode on the SDPA step) and peak memory;
   5. `python -m mamo.train` itself: a short `small` run on the device with a checkpoint, then
      a resume (the trainer's CUDA/bf16 path and GPU checkpoints);
   6. FSDP (train.parallel=fsdp) on the device: a one-rank process group (nccl), the `base`
@@ -856,9 +857,15 @@ def train_section(rep: Report, plan: dict[str, Any], compiled: bool = False,
         result["flops_per_step"] = float(counter.get_total_flops())
     except Exception as e:  # noqa: BLE001
         rep.error("train flop count", e)
-    for label, attn, loss_impl in (("sdpa + torch losses", "sdpa", "torch"),
-                                   ("triton attention + fused losses", "triton", "kernels")):
+    rows = [("sdpa + torch losses", "sdpa", "torch"), ("triton attention + fused losses", "triton", "kernels")]
+    if not compiled:  # last: the blocks stay wrapped (train.activation_checkpointing=true)
+        rows.append(("sdpa + torch losses + activation checkpointing", "sdpa", "torch"))
+    for label, attn, loss_impl in rows:
         try:
+            if label.endswith("activation checkpointing"):
+                from mamo.trainer.activation_checkpointing import checkpoint_blocks
+
+                checkpoint_blocks(model)
             model.set_attn_impl(attn)
             model.loss_cfg.loss_impl = loss_impl
             t_warm = time.time()
