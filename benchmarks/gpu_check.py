@@ -54,7 +54,7 @@ if str(ROOT) not in sys.path:
 # timings, where its time goes, the compiled (CUDA-graph) remedy, then the losses, training
 # steps (eager, then compiled blocks) and the loader. Results are written after each section.
 SECTIONS = ("attention", "profile", "attention_compiled", "cross_entropy", "regression", "itc",
-            "train", "train_cli", "train_compiled", "fsdp", "data")
+            "train", "train_cli", "fsdp", "train_compiled", "data")
 # H200 SXM dense bf16 tensor-core peak (vendor datasheet), for MFU.
 PEAK_BF16_FLOPS = 989.4e12
 # "cuda"; "cpu" only for --cpu-smoke, which runs every code path here at toy sizes.
@@ -893,7 +893,7 @@ def train_section(rep: Report, plan: dict[str, Any], compiled: bool = False,
         rep.save()
 
 
-def fsdp_section(rep: Report, plan: dict[str, Any]) -> None:
+def fsdp_section(rep: Report, plan: dict[str, Any], deadline: float = math.inf) -> None:
     """The trainer's FSDP path on this device with one rank (nccl on CUDA): the model sharded
     by mamo.trainer.fsdp.shard_model (online and teacher) against an unsharded copy, two
     steps each (AdamW, clipping, EMA update); then the full state gathered for a checkpoint
@@ -911,6 +911,9 @@ def fsdp_section(rep: Report, plan: dict[str, Any]) -> None:
     from mamo.trainer.fsdp import average_replicated_grads, full_state_dict, shard_model
     from mamo.trainer.optim import build_optimizer
 
+    if time.time() > deadline:
+        rep.data["errors"].append({"section": "fsdp", "error": "skipped: time budget"})
+        return
     t = plan["train"]
     dev = torch.device(DEVICE, 0) if DEVICE == "cuda" else torch.device("cpu")
     with socket.socket() as sock:
@@ -1035,7 +1038,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_cli": lambda: train_cli_section(rep, plan, args),
         "itc": lambda: itc_section(rep, plan),
         "profile": lambda: profile_section(rep, plan),
-        "fsdp": lambda: fsdp_section(rep, plan),
+        "fsdp": lambda: fsdp_section(rep, plan, deadline),
         "ce_sweep": lambda: ce_sweep_section(rep, plan),
     }
     for name in args.sections:
