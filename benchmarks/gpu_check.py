@@ -52,7 +52,7 @@ if str(ROOT) not in sys.path:
 
 # Default sections, in order of what a short lease must not lose: attention correctness and
 # timings, where its time goes, the compiled (CUDA-graph) remedy, then the losses, training
-# steps (eager, then compiled blocks) and the loader. Results are written after each section.
+# steps (eager, mamo.train itself, FSDP, then compiled blocks) and the loader. Results are written after each section.
 SECTIONS = ("attention", "profile", "attention_compiled", "cross_entropy", "regression", "itc",
             "train", "train_cli", "fsdp", "train_compiled", "data")
 # H200 SXM dense bf16 tensor-core peak (vendor datasheet), for MFU.
