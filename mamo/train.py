@@ -2,6 +2,7 @@
 
     python -m mamo.train --config configs/tiny.yaml [dotted.key=value ...] [--resume] [--run-dir DIR]
     torchrun --nproc_per_node 2 -m mamo.train --config configs/tiny.yaml ...
+    python -m mamo.train --config configs/base.yaml ... --check   # every start check, then the plan
 
 A run directory that already holds a checkpoint is resumed automatically. Exit codes: 0 done,
 2 the run could not start (one line on stderr names the key or file; nothing was written),
@@ -29,7 +30,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "(a run dir with a checkpoint is resumed even without this flag)")
     ap.add_argument("--run-dir", help="run directory (default: <run.dir>/<run.name>)")
     ap.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
+    ap.add_argument("--check", action="store_true",
+                    help="run every start check (config, data, annotations, vocabulary, loader, resume "
+                    "point), print what the run would do and exit; writes nothing, trains nothing")
     return ap.parse_args(argv)
+
+
+def describe(p) -> str:
+    """What a prepared run would do, for --check (``p``: mamo.trainer.loop.Prepared)."""
+    cfg, dv, tc = p.cfg, p.data_versions, p.cfg.train
+    per_step = cfg.data.batch_size * tc.grad_accum * p.world_size
+    lines = [
+        f"run dir      {p.run_dir} ({'resume from ' + str(p.resume_from) if p.resume_from else 'fresh start'})",
+        f"data         {dv['dataset']}/{dv['version']}: {dv['samples']} samples in {dv['shards']} shards "
+        f"({dv['version_dir']}); concepts {dv['vocab_id'] or 'none'} ({dv['num_concepts']})",
+        f"model        preset {cfg.model.preset}, attention {cfg.model.attn_impl}, losses {cfg.loss.loss_impl}",
+        f"batch        {cfg.data.batch_size} per rank x {tc.grad_accum} micro-batches x {p.world_size} "
+        f"process(es) = {per_step} samples per step",
+        f"steps        {p.total_steps} ({dv['steps_per_epoch']} per epoch), checkpoint every "
+        f"{tc.ckpt_every or 'end only'}, keep {tc.keep_last}",
+        f"parallel     {tc.parallel if p.world_size > 1 else 'single process'}; precision {tc.precision}; "
+        f"compile {tc.compile_mode if tc.compile else 'off'}; activation checkpointing "
+        f"{'on' if tc.activation_checkpointing else 'off'}",
+    ]
+    lines += [f"note         {n}" for n in p.notes]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         prepared = prepare(cfg, resolve_run_dir(cfg, args.run_dir), resume=args.resume)
     except (ConfigError, StartError) as e:
         return fail(e)
+    if args.check:
+        if rank == 0:
+            print(describe(prepared), flush=True)
+            print("check: every start check passed; nothing written", flush=True)
+        return 0
     try:
         return train(prepared, progress=not args.no_progress)
     except StartError as e:  # model/checkpoint set-up failed before anything was written

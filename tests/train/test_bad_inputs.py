@@ -126,3 +126,23 @@ def test_cli_process_prints_one_line_and_exits_2(dataset, reference):
     assert r.returncode == 2
     assert r.stderr.strip() == "error: config key 'optim.betas[1]': must be in [0, 1), got 1.5"
     assert tree_digest(reference) == before
+
+
+def test_check_prints_the_plan_and_writes_nothing(capsys, dataset, reference, tmp_path):
+    fresh = tmp_path / "fresh"
+    args = train_args(dataset, fresh, "train.grad_accum=2")[2:] + ["--check"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "fresh start" in out and "4 per rank x 2 micro-batches x 1 process(es) = 8 samples per step" in out
+    assert "32 samples in 2 shards" in out and "every start check passed" in out
+    assert not fresh.exists()
+    # on a run with checkpoints: the resume point, and the run dir stays byte-identical
+    copy = tmp_path / "ref"
+    shutil.copytree(reference, copy)
+    before = tree_digest(copy)
+    assert main(train_args(dataset, copy)[2:] + ["--check"]) == 0
+    assert f"resume from {copy / CKPT}" in capsys.readouterr().out
+    assert tree_digest(copy) == before
+    # and a bad key is still one line, exit 2
+    code = main(train_args(dataset, fresh, "train.stepz=1")[2:] + ["--check"])
+    assert code == 2 and "train.stepz" in capsys.readouterr().err
