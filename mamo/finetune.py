@@ -2,12 +2,14 @@
 
     python -m mamo.finetune --task vqa --config configs/finetune/vqa.yaml \\
         --init runs/tiny data.version_dir=data/synthetic/v1 data.tasks_dir=data/tasks
+    torchrun --nproc_per_node 8 -m mamo.finetune --task vqa ...   # DDP: each GPU a slice of the batch
 
 Writes ``<out_dir>/<name>/``: ``model.safetensors`` (backbone), ``head.safetensors`` (VQA,
 NLVR2), ``task.json``, ``config.yaml`` (resolved, with the backbone's real model section),
 ``metrics.jsonl`` (per step), ``results.json`` (evaluation on ``data.eval_split``; for
 retrieval and grounding also the zero-shot figures before fine-tuning) and, for grounding,
-``heatmaps/*.png``.
+``heatmaps/*.png``. Under torchrun, rank 0 writes, and ``rank_digests.json`` shows that every
+rank ended with the same weights.
 """
 from __future__ import annotations
 
@@ -22,7 +24,21 @@ from mamo.downstream.config import TASKS
 
 
 def finetune(cfg: Any, log=None) -> dict[str, Any]:
-    """Fine-tune ``cfg.task`` from ``cfg.init``; returns the results dict (also written)."""
+    """Fine-tune ``cfg.task`` from ``cfg.init``; returns the results dict (also written).
+    Under torchrun: DDP over the processes, rank 0 writes (other ranks return their own
+    evaluation)."""
+    from mamo.trainer.distributed import cleanup, init_distributed
+
+    info = init_distributed(cfg.device)  # a no-op without torchrun
+    try:
+        return _finetune(cfg, info, log)
+    finally:
+        cleanup(info)
+
+
+def _finetune(cfg: Any, info, log) -> dict[str, Any]:
+    import tempfile
+
     import torch
     import yaml
 
@@ -31,17 +47,28 @@ def finetune(cfg: Any, log=None) -> dict[str, Any]:
     from mamo.downstream.evaluate_task import headline
     from mamo.downstream.tasks import task_module
     from mamo.downstream.tasks.common import Context, write_json
+    from mamo.trainer.distributed import barrier, gather_digests
 
+    main = info.is_main
     log = log or (lambda m: print(f"[finetune] {m}", flush=True))
+    if not main:
+        log = lambda m: None  # noqa: E731 - rank 0 speaks for all
     t0 = time.time()
     torch.manual_seed(cfg.seed)
+    if not main:
+        barrier(info)  # rank 0 writes the synthetic task files first
     ctx = Context(cfg, log=log)
+    if main:
+        barrier(info)
     model, model_cfg = build_backbone(cfg.model, cfg.loss, cfg.init, log=log)
     model.to(ctx.device)
     out = Path(cfg.out_dir) / (cfg.name or cfg.task)
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     mod = task_module(cfg.task)
-    heat_dir = out / "heatmaps"
+    # Every rank evaluates (identical work, no collective left unmatched); rank 0 keeps the files.
+    scratch = None if main else Path(tempfile.mkdtemp(prefix="mamo-finetune-"))
+    heat_dir = (scratch or out) / "heatmaps"
 
     def run_eval(state, heat_dir=heat_dir):
         if cfg.task == "grounding":
@@ -51,10 +78,19 @@ def finetune(cfg: Any, log=None) -> dict[str, Any]:
     results: dict[str, Any] = {}
     if cfg.task in ("retrieval", "grounding"):
         # zero-shot figures of the pre-trained backbone, the reference for fine-tuning
-        before = run_eval(None, out / "heatmaps_zero_shot")
+        before = run_eval(None, (scratch or out) / "heatmaps_zero_shot")
         log("zero-shot: " + headline(before))
         results["zero_shot"] = before
     state = mod.finetune(ctx, model)
+    digests = gather_digests(model, info)
+    if not main:
+        after = run_eval(state)
+        barrier(info)
+        return after
+    if info.distributed:
+        write_json(out / "rank_digests.json", digests)
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"ranks diverged: state digests {digests}")
     save_module(model, out / "model.safetensors")
     if state.head is not None:
         save_module(state.head, out / "head.safetensors")
@@ -73,6 +109,7 @@ def finetune(cfg: Any, log=None) -> dict[str, Any]:
     write_json(out / "results.json", results)
     log(headline(after))
     log(f"wrote {out}")
+    barrier(info)
     return results
 
 

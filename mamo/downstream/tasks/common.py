@@ -45,13 +45,28 @@ class Context:
             write_synthetic_tasks(d.version_dir, self.tasks_dir, seed=cfg.seed, log=log)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
+        import torch.distributed as dist
+
+        # Under torchrun (mamo.finetune joins the process group first): this rank's slice of
+        # every batch, its own GPU, DDP in train_loop.
+        self.rank, self.world_size = ((dist.get_rank(), dist.get_world_size())
+                                      if dist.is_available() and dist.is_initialized() else (0, 1))
         if cfg.device == "auto":
             self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         else:
             self.device = torch.device(cfg.device)
+        if self.device.type == "cuda" and self.device.index is None and self.world_size > 1:
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self._images: ImageStore | None = None
         self._tokenizer = None
         self.history: list[dict[str, float]] = []  # per-step training log (metrics.jsonl)
+
+    @property
+    def dist_info(self):
+        from mamo.trainer.distributed import DistInfo
+
+        return DistInfo(rank=self.rank, world_size=self.world_size, local_rank=self.device.index or 0,
+                        device=self.device)
 
     def path(self, template: str, split: str | None = None) -> Path:
         return self.tasks_dir / (template.format(split=split) if split is not None else template)
@@ -73,7 +88,8 @@ class Context:
         return self.images.tensor(names, d.image_size, d.mean, d.std).to(self.device)
 
     def text(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(input_ids, attention_mask)`` on the device, padded to the batch's longest."""
+        """``(input_ids, attention_mask)`` on the device, padded to the batch's longest
+        (to ``data.max_text_len`` with several processes)."""
         from concepts.encode import encode_batch
         from concepts.tokenizer import load_tokenizer
 
@@ -81,7 +97,9 @@ class Context:
             self._tokenizer = load_tokenizer()
         enc = encode_batch(list(texts), [[] for _ in texts], self._tokenizer, self.cfg.data.max_text_len)
         ids, mask = enc["input_ids"], enc["attention_mask"]
-        n = int(mask.sum(1).max().item()) if len(texts) else 0
+        # Under DDP every rank pads to the same length: the model all-gathers text features
+        # (ITC, ITM hard negatives), which needs equal shapes across ranks.
+        n = ids.shape[1] if self.world_size > 1 else (int(mask.sum(1).max().item()) if len(texts) else 0)
         return ids[:, :n].to(self.device), mask[:, :n].to(self.device)
 
 
@@ -127,22 +145,51 @@ def build_optimizer(cfg: FinetuneConfig, backbone: nn.Module, head: nn.Module | 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+class _TaskStep(nn.Module):
+    """The backbone and head as one module whose forward is a task's step, so that DDP sees
+    the step's forward (a task calls the model's encoders directly, not model.forward)."""
+
+    def __init__(self, model: nn.Module, head: nn.Module | None, step_fn):
+        super().__init__()
+        self.model, self.head, self.step_fn = model, head, step_fn
+
+    def forward(self, idx: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        return self.step_fn(idx, step)
+
+
 def train_loop(ctx: Context, model: nn.Module, head: nn.Module | None, n_examples: int,
                step_fn: Callable[[torch.Tensor, int], dict[str, torch.Tensor]],
                momentum: bool = False) -> list[dict[str, float]]:
-    """Run ``optim.steps`` steps of ``step_fn(indices, step) -> {"loss", ...}``; returns the log."""
+    """Run ``optim.steps`` steps of ``step_fn(indices, step) -> {"loss", ...}``; returns the log.
+
+    With several processes each rank runs its slice of every (seeded, identical) global batch
+    under DDP, which averages the gradients; the logged terms are averaged over ranks."""
     cfg = ctx.cfg
     model.train()
     if head is not None:
         head.train()
+    run = step_fn
+    if ctx.world_size > 1:
+        if cfg.optim.batch_size < ctx.world_size:
+            raise ValueError(f"config key 'optim.batch_size': {cfg.optim.batch_size} is less than the "
+                             f"{ctx.world_size} processes; each needs at least one example per step")
+        from mamo.trainer.distributed import wrap_ddp
+
+        # As in pre-training: momentum copy and queue stay equal on every rank by construction.
+        run = wrap_ddp(_TaskStep(model, head, step_fn), ctx.dist_info, find_unused=True)
     opt, sched = build_optimizer(cfg, model, head)
     params = [p for g in opt.param_groups for p in g["params"]]
     history: list[dict[str, float]] = []
     t0 = time.time()
     for step, idx in enumerate(batch_indices(n_examples, cfg.optim.batch_size, cfg.optim.steps, cfg.seed)):
-        out = step_fn(idx, step)
+        out = run(idx[ctx.rank::ctx.world_size], step)
         loss = out["loss"]
-        if not torch.isfinite(loss):
+        bad = not bool(torch.isfinite(loss))
+        if ctx.world_size > 1:  # every rank stops together (no rank left waiting in a collective)
+            from mamo.trainer.distributed import any_rank
+
+            bad = any_rank(bad, ctx.dist_info)
+        if bad:
             raise RuntimeError(f"non-finite loss at step {step}: {loss.item()}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -152,7 +199,12 @@ def train_loop(ctx: Context, model: nn.Module, head: nn.Module | None, n_example
         sched.step()
         if momentum and hasattr(model, "momentum_update"):
             model.momentum_update()
-        row = {"step": step + 1, **{k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}}
+        terms = {k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
+        if ctx.world_size > 1:
+            from mamo.trainer.distributed import all_reduce_mean
+
+            terms = all_reduce_mean(terms, ctx.dist_info)
+        row = {"step": step + 1, **terms}
         history.append(row)
         ctx.history.append(row)
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.optim.steps:
