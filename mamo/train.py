@@ -53,8 +53,26 @@ def describe(p) -> str:
         f"compile {tc.compile_mode if tc.compile else 'off'}; activation checkpointing "
         f"{'on' if tc.activation_checkpointing else 'off'}",
     ]
+    lines.append(f"memory       {_state_line(p)}")
     lines += [f"note         {n}" for n in p.notes]
     return "\n".join(lines)
+
+
+def _state_line(p) -> str:
+    """Parameter counts and training state per rank, from the model built on the meta device."""
+    import torch
+
+    from mamo.model import MAMO
+    from mamo.trainer.fsdp import training_state_bytes
+
+    with torch.device("meta"):
+        model = MAMO(p.cfg.model, p.cfg.loss, p.expected_meta["num_concepts"], load_pretrained=False)
+    trainable = sum(q.numel() for q in model.parameters() if q.requires_grad)
+    sharded = p.cfg.train.parallel == "fsdp" and p.world_size > 1
+    state = training_state_bytes(model, p.world_size, sharded)
+    return (f"{trainable / 1e6:.1f} M trainable parameters; training state per rank {sum(state.values()) / 2**30:.2f} GiB "
+            f"(weights, grads, AdamW, teacher, queue; {'sharded ' + str(p.world_size) + ' ways' if sharded else 'replicated'}; "
+            "activations come on top)")
 
 
 def main(argv: list[str] | None = None) -> int:

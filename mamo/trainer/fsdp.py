@@ -107,3 +107,28 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
     sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     return {k: v.contiguous() for k, v in sd.items()}
+
+
+def training_state_bytes(model: nn.Module, world_size: int, sharded: bool) -> dict[str, int]:
+    """Bytes per rank of the persistent training state, before anything runs (the model may
+    live on the ``meta`` device): trainable weights, their gradients and AdamW's two moments
+    (all fp32), the momentum teacher and the other buffers. With ``sharded`` (FSDP) everything
+    but the 0-dim parameters and the non-teacher buffers is split ``world_size`` ways, as
+    ``benchmarks/fsdp_memory.py`` measures."""
+    def size(ts) -> int:
+        return sum(t.numel() * t.element_size() for t in ts)
+
+    n = world_size if sharded else 1
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    scalars = size(p for p in trainable if p.ndim == 0)
+    weights = size(trainable)
+    teacher_mod = getattr(model, "momentum", None)
+    teacher = size([*teacher_mod.parameters(), *teacher_mod.buffers()]) if teacher_mod is not None else 0
+    other = size(b for name, b in model.named_buffers() if not name.startswith("momentum."))
+    return {
+        "weights": (weights - scalars) // n + scalars,
+        "grads": (weights - scalars) // n + scalars,
+        "optimizer": 2 * ((weights - scalars) // n + scalars),
+        "teacher": teacher // n,
+        "other buffers": other,
+    }

@@ -135,6 +135,7 @@ def test_check_prints_the_plan_and_writes_nothing(capsys, dataset, reference, tm
     out = capsys.readouterr().out
     assert "fresh start" in out and "4 per rank x 2 micro-batches x 1 process(es) = 8 samples per step" in out
     assert "32 samples in 2 shards" in out and "every start check passed" in out
+    assert "trainable parameters; training state per rank" in out
     assert not fresh.exists()
     # on a run with checkpoints: the resume point, and the run dir stays byte-identical
     copy = tmp_path / "ref"

@@ -184,3 +184,23 @@ def test_run_dir_rules(tmp_path):
         inspect_run_dir(used, resume=False)
     ckpt.save_checkpoint(used, 5, Toy(), {"step": 5}, {}, keep_last=1)
     assert inspect_run_dir(used, resume=False).resume_from.name == "step_0000005"
+
+
+def test_training_state_estimate():
+    """The per-rank state --check prints: fp32 weights + grads + two AdamW moments + teacher +
+    queue; FSDP splits all but the queue and 0-dim parameters."""
+    from mamo.model import MAMO
+    from mamo.trainer.fsdp import training_state_bytes
+
+    cfg = load_run_config("configs/base.yaml")
+    with torch.device("meta"):
+        model = MAMO(cfg.model, cfg.loss, 1000, load_pretrained=False)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    buffer_bytes = sum(b.numel() * b.element_size() for b in model.buffers())
+    ddp = training_state_bytes(model, 8, sharded=False)
+    assert sum(ddp.values()) == 4 * 4 * trainable + buffer_bytes
+    queue = ddp["other buffers"]
+    assert queue == 4 * 2 * cfg.model.queue_size * cfg.model.embed_dim + 8  # two queues + pointer
+    fsdp = training_state_bytes(model, 8, sharded=True)
+    assert fsdp["other buffers"] == queue
+    assert sum(fsdp.values()) - queue == pytest.approx((sum(ddp.values()) - queue) / 8, rel=1e-3)
