@@ -209,17 +209,13 @@ def render_markdown(d: dict[str, Any]) -> str:
             lines.append(f"| {t['kernel']} | {t['case']} | {t['pass']} | {t['ms']:.3f} | {t['baseline']} | "
                          f"{t['base_ms']:.3f} | {t['base_ms'] / t['ms']:.2f} | {tf} | {mem} |")
         lines.append("")
-    if d["data"]:
-        lines += ["## Data loader", "", "```", json.dumps(d["data"], indent=1), "```", ""]
-    if d["train"]:
-        lines += ["## Training steps", "", "```", json.dumps(d["train"], indent=1), "```", ""]
-    if d.get("train_cli"):
-        lines += ["## python -m mamo.train (run + resume)", "", "```", json.dumps(d["train_cli"], indent=1), "```", ""]
-    if d.get("itc"):
-        lines += ["## Contrastive loss (torch, fwd+bwd)", "", "```", json.dumps(d["itc"], indent=1), "```", ""]
-    if d.get("train_compiled"):
-        lines += ["## Training steps, compiled blocks", "", "```",
-                  json.dumps(d["train_compiled"], indent=1), "```", ""]
+    for key, title in (("data", "Data loader"), ("train", "Training steps"),
+                       ("train_cli", "python -m mamo.train (run + resume)"),
+                       ("itc", "Contrastive loss (torch, fwd+bwd)"),
+                       ("train_compiled", "Training steps, compiled blocks"),
+                       ("fsdp", "FSDP, one rank vs unsharded")):
+        if d.get(key):
+            lines += [f"## {title}", "", "```", json.dumps(d[key], indent=1), "```", ""]
     if d.get("launch_overhead"):
         lines += ["## Host time per call (us)", "", "| what | us |", "|---|---|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in d["launch_overhead"].items()] + [""]

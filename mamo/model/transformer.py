@@ -24,6 +24,12 @@ class MLP(nn.Module):
         return self.dropout(self.fc2(F.gelu(self.fc1(x))))
 
 
+def transformer_blocks(model: nn.Module) -> list["TransformerBlock"]:
+    """Every transformer block in ``model`` (online encoders and momentum copy alike): the unit
+    the trainer compiles, checkpoints and shards."""
+    return [m for m in model.modules() if isinstance(m, TransformerBlock)]
+
+
 class TransformerBlock(nn.Module):
     def __init__(self, width: int, heads: int, mlp_dim: int, norm_first: bool, eps: float,
                  impl: str = "sdpa", dropout: float = 0.0):

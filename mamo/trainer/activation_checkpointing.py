@@ -23,8 +23,9 @@ from torch.utils.checkpoint import checkpoint
 
 def checkpointed_blocks(model: nn.Module) -> list[nn.Module]:
     """The blocks :func:`checkpoint_blocks` wraps: transformer blocks with trainable weights."""
-    return [m for m in model.modules()
-            if type(m).__name__.endswith("Block") and any(p.requires_grad for p in m.parameters())]
+    from mamo.model.transformer import transformer_blocks
+
+    return [b for b in transformer_blocks(model) if any(p.requires_grad for p in b.parameters())]
 
 
 def checkpoint_blocks(model: nn.Module) -> int:

@@ -3,8 +3,9 @@
 - ``model.safetensors``: the full model state (online weights, momentum copy, ITC queue and
   any other buffers), so a checkpoint is usable without the trainer.
 - ``state.pt``: optimizer (keyed by parameter name, so DDP and FSDP runs share the format),
-  scheduler, RNG states (python, numpy, torch, cuda), loader position and step. Only tensors and plain containers are stored, so it loads with
-  ``torch.load(weights_only=True)`` (no pickled code runs on load).
+  scheduler, RNG states (python, numpy, torch, cuda), loader position and step. Only tensors
+  and plain containers are stored, so it loads with ``torch.load(weights_only=True)`` (no
+  pickled code runs on load).
 - ``meta.json``: what the weights are compatible with (model config, vocab id, number of
   concepts); checked before any weight is touched.
 

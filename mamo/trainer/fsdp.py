@@ -31,8 +31,9 @@ from mamo.trainer.distributed import DistInfo
 def shard_units(model: nn.Module) -> list[nn.Module]:
     """The modules that become their own FSDP unit: every transformer block holding
     parameters (online blocks, and teacher blocks once :func:`teacher_to_frozen_params` ran)."""
-    return [m for m in model.modules()
-            if type(m).__name__.endswith("Block") and any(True for _ in m.parameters())]
+    from mamo.model.transformer import transformer_blocks
+
+    return [b for b in transformer_blocks(model) if any(True for _ in b.parameters())]
 
 
 def teacher_to_frozen_params(model: nn.Module) -> int:
@@ -96,6 +97,12 @@ def is_sharded(model: nn.Module) -> bool:
     from torch.distributed.tensor import DTensor
 
     return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def weights_to_save(model: nn.Module) -> nn.Module | dict[str, torch.Tensor]:
+    """What checkpoint.save_checkpoint / export_final take: the module itself, or, when it is
+    sharded, its full state dict (a collective: every rank must call it)."""
+    return full_state_dict(model) if is_sharded(model) else model
 
 
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

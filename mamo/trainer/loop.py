@@ -46,7 +46,7 @@ from mamo.trainer.distributed import (
     wrap_ddp,
 )
 from mamo.trainer.activation_checkpointing import checkpoint_blocks
-from mamo.trainer.fsdp import average_replicated_grads, full_state_dict, is_sharded, shard_model
+from mamo.trainer.fsdp import average_replicated_grads, shard_model, weights_to_save
 from mamo.trainer.metrics import MetricsLogger, truncate_after
 from mamo.trainer.optim import build_optimizer, build_scheduler
 from mamo.trainer.preflight import (
@@ -285,7 +285,9 @@ def compile_blocks(model: nn.Module, mode: str = "default") -> int:
     nearly all the FLOPs and are identical in shape, so one compiled graph serves them all,
     online and momentum copies alike. Returns the number of blocks compiled.
     """
-    blocks = [m for m in model.modules() if type(m).__name__.endswith("Block")]
+    from mamo.model.transformer import transformer_blocks
+
+    blocks = transformer_blocks(model)
     for block in blocks:
         block.compile(mode=mode)
     return len(blocks)
@@ -473,7 +475,7 @@ def _loop(p: Prepared, info: DistInfo, model, ddp_model, optimizer, scheduler, s
     bar.close()
     logger.close()
     digests = gather_digests(model, info)
-    weights = full_state_dict(model) if is_sharded(model) else model  # a collective when sharded
+    weights = weights_to_save(model)  # a collective when sharded
     if info.is_main:
         meta = {**p.expected_meta, "step": step, "data_versions": p.data_versions}
         final = ckpt.export_final(p.run_dir, weights, meta, p.config_yaml)
@@ -491,7 +493,7 @@ def _loop(p: Prepared, info: DistInfo, model, ddp_model, optimizer, scheduler, s
 def _save(p: Prepared, info: DistInfo, model, optimizer, scheduler, stream: BatchStream, step: int) -> None:
     # Every rank's RNG and loader position (they differ per rank); rank 0 writes. Sharded
     # weights and optimizer state are gathered to rank 0 first (collectives: every rank).
-    weights = full_state_dict(model) if is_sharded(model) else model
+    weights = weights_to_save(model)
     optim_state = ckpt.optimizer_state(model, optimizer)
     rng = ckpt.rng_state()
     data = stream.state_dict()

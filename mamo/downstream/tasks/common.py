@@ -13,6 +13,7 @@ from torch import nn
 
 from mamo.downstream.config import FinetuneConfig
 from mamo.downstream.images import ImageStore
+from mamo.trainer.distributed import DistInfo, all_reduce_mean, any_rank, wrap_ddp
 
 
 def _log(msg: str) -> None:
@@ -57,16 +58,11 @@ class Context:
             self.device = torch.device(cfg.device)
         if self.device.type == "cuda" and self.device.index is None and self.world_size > 1:
             self.device = torch.device("cuda", torch.cuda.current_device())
+        self.dist_info = DistInfo(rank=self.rank, world_size=self.world_size,
+                                  local_rank=self.device.index or 0, device=self.device)
         self._images: ImageStore | None = None
         self._tokenizer = None
         self.history: list[dict[str, float]] = []  # per-step training log (metrics.jsonl)
-
-    @property
-    def dist_info(self):
-        from mamo.trainer.distributed import DistInfo
-
-        return DistInfo(rank=self.rank, world_size=self.world_size, local_rank=self.device.index or 0,
-                        device=self.device)
 
     def path(self, template: str, split: str | None = None) -> Path:
         return self.tasks_dir / (template.format(split=split) if split is not None else template)
@@ -173,8 +169,6 @@ def train_loop(ctx: Context, model: nn.Module, head: nn.Module | None, n_example
         if cfg.optim.batch_size < ctx.world_size:
             raise ValueError(f"config key 'optim.batch_size': {cfg.optim.batch_size} is less than the "
                              f"{ctx.world_size} processes; each needs at least one example per step")
-        from mamo.trainer.distributed import wrap_ddp
-
         # As in pre-training: momentum copy and queue stay equal on every rank by construction.
         run = wrap_ddp(_TaskStep(model, head, step_fn), ctx.dist_info, find_unused=True)
     opt, sched = build_optimizer(cfg, model, head)
@@ -185,10 +179,7 @@ def train_loop(ctx: Context, model: nn.Module, head: nn.Module | None, n_example
         out = run(idx[ctx.rank::ctx.world_size], step)
         loss = out["loss"]
         bad = not bool(torch.isfinite(loss))
-        if ctx.world_size > 1:  # every rank stops together (no rank left waiting in a collective)
-            from mamo.trainer.distributed import any_rank
-
-            bad = any_rank(bad, ctx.dist_info)
+        bad = any_rank(bad, ctx.dist_info)  # every rank stops together (none left in a collective)
         if bad:
             raise RuntimeError(f"non-finite loss at step {step}: {loss.item()}")
         opt.zero_grad(set_to_none=True)
@@ -200,10 +191,7 @@ def train_loop(ctx: Context, model: nn.Module, head: nn.Module | None, n_example
         if momentum and hasattr(model, "momentum_update"):
             model.momentum_update()
         terms = {k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
-        if ctx.world_size > 1:
-            from mamo.trainer.distributed import all_reduce_mean
-
-            terms = all_reduce_mean(terms, ctx.dist_info)
+        terms = all_reduce_mean(terms, ctx.dist_info)  # identity in a single process
         row = {"step": step + 1, **terms}
         history.append(row)
         ctx.history.append(row)
