@@ -37,6 +37,7 @@ def finetune(cfg: Any, log=None) -> dict[str, Any]:
 
 
 def _finetune(cfg: Any, info, log) -> dict[str, Any]:
+    import shutil
     import tempfile
 
     import torch
@@ -83,14 +84,15 @@ def _finetune(cfg: Any, info, log) -> dict[str, Any]:
         results["zero_shot"] = before
     state = mod.finetune(ctx, model)
     digests = gather_digests(model, info)
+    if len(set(digests)) != 1:  # every rank sees it: none is left waiting in a barrier
+        raise RuntimeError(f"ranks diverged: state digests {digests}")
     if not main:
         after = run_eval(state)
         barrier(info)
+        shutil.rmtree(scratch, ignore_errors=True)
         return after
     if info.distributed:
         write_json(out / "rank_digests.json", digests)
-        if len(set(digests)) != 1:
-            raise RuntimeError(f"ranks diverged: state digests {digests}")
     save_module(model, out / "model.safetensors")
     if state.head is not None:
         save_module(state.head, out / "head.safetensors")
