@@ -23,6 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: setup
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 demo: setup

@@ -43,7 +43,7 @@ def main() -> None:
     from ingest.img2dataset_runner import img2dataset_params, run_img2dataset
     from ingest.synthetic import SyntheticConfig
     from ingest.synthetic_version import url_table_for, write_synthetic_url_source
-    from mamo.config import load_config
+    from mamo.core.config import load_config
 
     import img2dataset  # noqa: F401 - imported once up front, outside both timings
 

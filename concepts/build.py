@@ -26,7 +26,7 @@ from concepts.store import (ANNOTATIONS_DIR, LATEST, META_FILE, VOCAB_FILE, Conc
                             concepts_root, read_latest, read_vocab_tsv)
 from concepts.vocab import (build_key, build_vocab, canonical_json, compute_vocab_id,
                             merge_counts, meta_json_bytes, vocab_tsv_bytes)
-from mamo.config import to_dict
+from mamo.core.config import to_dict
 
 
 @dataclass

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from mamo.config import ConfigError, load_config
+from mamo.core.config import ConfigError, load_config
 
 
 def _config(args: argparse.Namespace):

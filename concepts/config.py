@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mamo.config import check
+from mamo.core.config import check
 
 DEFAULT_POS = ["NOUN", "PROPN", "ADJ", "VERB"]
 

@@ -17,7 +17,7 @@ from prefect_dask import DaskTaskRunner
 from concepts import build as steps
 from concepts.config import ConceptsConfig, DaskConfig
 from concepts.store import ConceptStore
-from mamo.config import load_config
+from mamo.core.config import load_config
 
 
 def load_concepts_config(config_path: str | None = None,

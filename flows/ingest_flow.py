@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from ingest.config import IngestConfig
-from mamo.config import load_config
+from mamo.core.config import load_config
 
 
 def load_ingest_config(config_path: str | None = None,

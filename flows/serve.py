@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from mamo.config import check, load_config
+from mamo.core.config import check, load_config
 
 
 @dataclass

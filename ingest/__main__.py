@@ -44,7 +44,7 @@ def _cmd_synthetic_source(a: argparse.Namespace) -> int:
 
 
 def _cmd_download(a: argparse.Namespace) -> int:
-    from mamo.config import ConfigError, load_config
+    from mamo.core.config import ConfigError, load_config
 
     from .config import IngestConfig
     from .pipeline import run_ingest

@@ -1,13 +1,13 @@
 """Configuration of the ingest stage (defaults here are the single source of truth).
 
-Load with ``mamo.config.load_config(IngestConfig, "configs/ingest/<x>.yaml", ["a.b=c"])``.
+Load with ``mamo.core.config.load_config(IngestConfig, "configs/ingest/<x>.yaml", ["a.b=c"])``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mamo.config import check
+from mamo.core.config import check
 
 from .synthetic import SyntheticConfig
 

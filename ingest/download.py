@@ -367,7 +367,7 @@ def finalize(cfg: IngestConfig, vdir: Path, plan: Plan) -> dict[str, Any]:
 
     acc.check_complete()
     write_failures(vdir / "failures.parquet", acc.failures())
-    from mamo.config import to_dict
+    from mamo.core.config import to_dict
 
     source = {"kind": "urls", "path": str(Path(cfg.source.path).resolve()),
               "sha256": plan.table_sha256, "rows": plan.n_input,

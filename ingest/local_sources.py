@@ -197,7 +197,7 @@ def ingest_local(cfg: IngestConfig) -> dict[str, Any]:
     except BaseException:
         writer.abort()
         raise
-    from mamo.config import to_dict
+    from mamo.core.config import to_dict
 
     source = {"kind": src.kind, "path": str(Path(src.path).resolve()), "images_root": str(root),
               "splits": list(src.splits), "rows": len(rows)}

@@ -62,7 +62,7 @@ class SyntheticConfig:
     texture: float = 10.0
 
     def validate(self, prefix: str = "") -> None:
-        from mamo.config import check
+        from mamo.core.config import check
 
         p = f"{prefix}." if prefix else ""
         check(self.n >= 0, f"{p}n", "must be >= 0")

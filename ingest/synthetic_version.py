@@ -89,7 +89,7 @@ def ingest_synthetic_over_http(root: str | Path, dataset: str = "synthetic-web",
     ``<root>/<dataset>/<version>`` (images resized to ``cfg.image_size``; the ground truth
     rides along in ``KEY.json["synthetic"]``). Returns the manifest. Call it under an
     ``if __name__ == "__main__":`` guard (img2dataset spawns workers)."""
-    from mamo.config import load_config
+    from mamo.core.config import load_config
 
     from .config import IngestConfig
     from .download import ingest_urls

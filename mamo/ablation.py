@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mamo.config import check, load_config, to_dict
+from mamo.core.config import check, load_config, to_dict
 from mamo.demo import REPO, DemoConfig, _sub, prepare_data, quiet_env
 
 # The rows of the side-by-side table: (results path, label).

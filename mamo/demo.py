@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from mamo.config import check, load_config, to_dict
+from mamo.core.config import check, load_config, to_dict
 
 STAGES: tuple[str, ...] = ("source", "ingest", "evaldata", "concepts", "train", "evaluate")
 REPO = Path(__file__).resolve().parents[1]

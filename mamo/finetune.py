@@ -43,7 +43,7 @@ def _finetune(cfg: Any, info, log) -> dict[str, Any]:
     import torch
     import yaml
 
-    from mamo.config import to_dict
+    from mamo.core.config import to_dict
     from mamo.downstream.backbone import build_backbone, save_module
     from mamo.downstream.evaluate_task import headline
     from mamo.downstream.tasks import task_module
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.steps=100 data.tasks_dir=...")
     args = ap.parse_args(argv)
 
-    from mamo.config import ConfigError, load_config
+    from mamo.core.config import ConfigError, load_config
     from mamo.downstream.config import FinetuneConfig
 
     overrides = [*args.overrides, f"task={args.task}"]

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     # Heavy imports only after --help has had its chance.
-    from mamo.config import ConfigError
+    from mamo.core.config import ConfigError
     from mamo.trainer.config import load_run_config
     from mamo.trainer.preflight import StartError, describe_error, resolve_run_dir
 

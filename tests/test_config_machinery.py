@@ -4,7 +4,7 @@ from typing import Literal, Optional
 
 import pytest
 
-from mamo.config import ConfigError, check, load_config, to_dict
+from mamo.core.config import ConfigError, check, load_config, to_dict
 
 
 @dataclass

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mamo.config import check
+from mamo.core.config import check
 
 SPLITS = ("train", "eval")
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import yaml
 
-from mamo.config import from_dict
+from mamo.core.config import from_dict
 from mamo.model.config import LossConfig, ModelConfig
 
 WEIGHTS = "model.safetensors"

@@ -1,6 +1,6 @@
 """Fine-tuning configuration (``configs/finetune/<task>.yaml``); defaults are the source of truth.
 
-Light module (no torch): loaded with ``mamo.config.load_config(FinetuneConfig, path, overrides)``.
+Light module (no torch): loaded with ``mamo.core.config.load_config(FinetuneConfig, path, overrides)``.
 The backbone's architecture comes from the pre-training run's ``config.yaml`` when ``init`` is
 given (the ``model`` section here then is ignored); ``model`` is used only for a randomly
 initialised backbone (``init: null``, e.g. in tests and for the no-pre-training baseline).
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mamo.config import check
+from mamo.core.config import check
 from mamo.model.config import LossConfig, ModelConfig
 
 TASKS = ("retrieval", "vqa", "nlvr2", "grounding")

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. data.eval_split=val")
     args = ap.parse_args(argv)
 
-    from mamo.config import ConfigError, load_config
+    from mamo.core.config import ConfigError, load_config
     from mamo.downstream.config import FinetuneConfig
     from mamo.downstream.evaluate_task import evaluate_task, headline
 

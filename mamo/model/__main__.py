@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from mamo.config import ConfigError
+from mamo.core.config import ConfigError
 
 
 def parameter_summary(preset: str, overrides: list[str] = (), num_concepts: int = 1000,

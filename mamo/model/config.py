@@ -3,7 +3,7 @@
 A ``ModelConfig`` names a ``preset``; every size field left at ``None`` is filled from that
 preset's table in ``__post_init__``, so ``ModelConfig(preset="small")`` is ViT-S/16 + MiniLM-L6
 + 4 fusion layers, and ``ModelConfig(preset="small", vision=VisionConfig(depth=4))`` changes
-only the image encoder's depth. Loaded through ``mamo.config.load_config`` the same holds for
+only the image encoder's depth. Loaded through ``mamo.core.config.load_config`` the same holds for
 YAML and dotted overrides (``model.preset=base``, ``model.fusion.depth=2``).
 
 This module imports nothing heavy (no torch) so trainer/evaluation configs can embed it.
@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mamo.config import check
+from mamo.core.config import check
 
 AttnImpl = Literal["eager", "sdpa", "triton"]
 LossImpl = Literal["torch", "kernels"]
@@ -193,12 +193,12 @@ class LossConfig:
 def model_config(preset: str = "tiny", overrides: list[str] | tuple[str, ...] = (),
                  path: str | None = None) -> ModelConfig:
     """``ModelConfig`` for a preset, with an optional YAML file and dotted overrides."""
-    from mamo.config import load_config
+    from mamo.core.config import load_config
 
     return load_config(ModelConfig, path, list(overrides), base={"preset": preset})
 
 
 def loss_config(overrides: list[str] | tuple[str, ...] = (), path: str | None = None) -> LossConfig:
-    from mamo.config import load_config
+    from mamo.core.config import load_config
 
     return load_config(LossConfig, path, list(overrides))

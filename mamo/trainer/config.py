@@ -2,7 +2,7 @@
 optimizer, the training loop and the run's identity.
 
 Defaults here are the single source of truth; ``configs/*.yaml`` only override them. Loaded
-with ``mamo.config.load_config(RunConfig, path, overrides)``; every impossible value raises a
+with ``mamo.core.config.load_config(RunConfig, path, overrides)``; every impossible value raises a
 ``ConfigError`` naming its dotted key.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mamo.config import ConfigError, check, load_config
+from mamo.core.config import ConfigError, check, load_config
 from mamo.data.config import DataConfig
 from mamo.model.config import LossConfig, ModelConfig
 

@@ -30,7 +30,7 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
-from mamo.config import to_dict
+from mamo.core.config import to_dict
 from mamo.trainer import checkpoint as ckpt
 from mamo.trainer.config import RunConfig
 from mamo.trainer.distributed import (

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from mamo.config import ConfigError, to_dict
+from mamo.core.config import ConfigError, to_dict
 from mamo.trainer.checkpoint import CheckpointError, check_compatible, latest_checkpoint, read_meta
 from mamo.trainer.config import RunConfig
 

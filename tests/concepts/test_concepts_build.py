@@ -11,7 +11,7 @@ from concepts.encode import encode_batch
 from concepts.store import ConceptStore
 from concepts.tokenizer import load_tokenizer
 from concepts.vocab import build_vocab
-from mamo.config import ConfigError, load_config
+from mamo.core.config import ConfigError, load_config
 
 SHARDS = [CAPTIONS[:5], CAPTIONS[5:] + ["", b"\xff bad utf8", "🙂"]]
 

@@ -1,7 +1,7 @@
-"""DataConfig through mamo.config: bad values name their dotted key; backend selection."""
+"""DataConfig through mamo.core.config: bad values name their dotted key; backend selection."""
 import pytest
 
-from mamo.config import ConfigError, load_config
+from mamo.core.config import ConfigError, load_config
 from mamo.data import DataConfig, build_loader
 from mamo.data import loader as loader_mod
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from mamo.config import ConfigError, load_config
+from mamo.core.config import ConfigError, load_config
 from mamo.downstream.config import FinetuneConfig
 from mamo.downstream.evaluate_task import evaluate_task, headline
 from mamo.finetune import finetune

@@ -2,7 +2,7 @@
 import pytest
 
 from mamo.ablation import AblationConfig, format_table, plot_summary, summarize
-from mamo.config import ConfigError, load_config
+from mamo.core.config import ConfigError, load_config
 
 
 def _res(fg, r):

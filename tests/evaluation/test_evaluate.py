@@ -4,7 +4,7 @@ import json
 import pytest
 import yaml
 
-from mamo.config import to_dict
+from mamo.core.config import to_dict
 
 
 @pytest.fixture(scope="module")

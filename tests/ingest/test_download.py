@@ -17,7 +17,7 @@ from ingest.manifest import load_manifest
 from ingest.safety import UrlRefused, check_url
 from ingest.shards import read_shard
 from ingest.verify import verify_version
-from mamo.config import load_config
+from mamo.core.config import load_config
 
 
 def _png(img):

@@ -14,7 +14,7 @@ from ingest.config import IngestConfig
 from ingest.pipeline import run_ingest
 from ingest.shards import read_shard
 from ingest.verify import verify_version
-from mamo.config import load_config
+from mamo.core.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -22,7 +22,7 @@ from ingest.synthetic import SyntheticConfig
 from ingest.synthetic_version import url_table_for, write_synthetic_url_source
 from ingest.verify import verify_version
 from ingest.version import VersionExistsError
-from mamo.config import load_config
+from mamo.core.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 

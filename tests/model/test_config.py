@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mamo.config import ConfigError, load_config
+from mamo.core.config import ConfigError, load_config
 from mamo.model import LossConfig, ModelConfig, model_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from mamo.config import ConfigError
+from mamo.core.config import ConfigError
 from mamo.trainer import checkpoint as ckpt
 from mamo.trainer.config import load_run_config
 from mamo.trainer.loop import step_seed

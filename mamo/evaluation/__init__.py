@@ -1,0 +1,1 @@
+"""Evaluation: scoring, zero-shot retrieval, the fine-grained benchmark, the report."""
