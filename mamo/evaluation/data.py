@@ -13,7 +13,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -58,7 +58,7 @@ def _scene_of(meta: dict[str, Any]) -> dict[str, Any] | None:
     return scene if isinstance(scene, dict) and "objects" in scene and "spec" in scene else None
 
 
-def iter_samples(version_dir: str | Path):
+def iter_samples(version_dir: str | Path) -> Iterator[tuple[str, bytes, str, dict[str, Any]]]:
     """Yield ``(key, jpg_bytes, caption, meta)`` in manifest order (samples with an image and
     a caption; ``meta`` is ``{}`` without ``KEY.json``)."""
     for parts in iter_version_samples(version_dir, exts=("jpg", "txt", "json")):
