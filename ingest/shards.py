@@ -298,6 +298,10 @@ class ShardWriter:
         self.version_dir = Path(self.version_dir)
         (self.version_dir / "shards").mkdir(parents=True, exist_ok=True)
         self._tar = self.version_dir / "shards" / f"{shard_name(self.index)}.tar"
+        # a killed writer's temp file (``mamo.core.files`` naming, another pid) would stay
+        # beside the finished shard of a resumed run
+        for stale in self._tar.parent.glob(f".{self._tar.name}.tmp-*"):
+            stale.unlink(missing_ok=True)
         # the shard stays open across add() calls: enter the atomic write by hand
         self._target = atomic_path(self._tar, fsync=True)
         self._tf = tarfile.open(self._target.__enter__(), "w", format=tarfile.PAX_FORMAT)

@@ -87,6 +87,8 @@ def test_non_regular_members_only_when_asked(tmp_path):
 
 
 def test_aborted_writer_leaves_nothing(tmp_path):
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / ".00003.tar.tmp-999999").write_bytes(b"left by a killed writer")
     writer = ShardWriter(tmp_path, 3)
     writer.add("k0", b"jpg", "caption", {})
     writer.abort()
