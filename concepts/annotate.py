@@ -6,20 +6,20 @@
                                                       "spans": [[start, end, concept_id]]}
 
 The extraction cache depends only on the data and the extraction settings, so a new
-threshold reuses it and spaCy does not run again. Both are written to a temporary name and
-renamed, so a reader never sees half a file.
+threshold reuses it and spaCy does not run again. Both are written atomically
+(``mamo.core.files``), so a reader never sees half a file.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
-from concepts.corpus import read_shard_captions
 from concepts.extract import ConceptExtractor
+from ingest.shards import iter_samples
+from mamo.core.files import write_text
 
 EXTRACTED_DIR = "_extracted"
 
@@ -29,14 +29,18 @@ def caption_sha1(raw: bytes) -> str:
     return hashlib.sha1(raw).hexdigest()
 
 
-def write_lines_atomic(path: Path, lines: Iterator[str] | list[str]) -> None:
+def shard_captions(tar_path: str | Path) -> list[tuple[str, bytes]]:
+    """``(key, raw KEY.txt bytes)`` for every sample of a shard that has one, in tar order.
+
+    Bytes, not str: invalid UTF-8 must reach the extractor to be counted, not crash here.
+    """
+    return [(s["__key__"], s["txt"]) for s in iter_samples(tar_path, exts=("txt",)) if "txt" in s]
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    """One JSON record per line, written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        for line in lines:
-            f.write(line)
-            f.write("\n")
-    os.replace(tmp, path)
+    write_text(path, "".join(line + "\n" for line in lines))
 
 
 def _dumps(obj: Any) -> str:
@@ -46,7 +50,7 @@ def _dumps(obj: Any) -> str:
 def extract_shard(tar_path: str | Path, out_path: str | Path,
                   extractor: ConceptExtractor) -> dict[str, Any]:
     """Run the extractor over one shard's captions and write its extraction file."""
-    samples = read_shard_captions(tar_path)
+    samples = shard_captions(tar_path)
     result = extractor.extract([raw for _, raw in samples])
     lines = []
     for (key, raw), concepts, words in zip(samples, result.concepts, result.words):
@@ -55,7 +59,7 @@ def extract_shard(tar_path: str | Path, out_path: str | Path,
         if concepts is None:
             rec["skipped"] = True
         lines.append(_dumps(rec))
-    write_lines_atomic(Path(out_path), lines)
+    write_lines(Path(out_path), lines)
     return {"samples": len(samples), "unique": result.unique, "truncated": result.truncated,
             "skipped": dict(result.skipped)}
 
@@ -96,5 +100,5 @@ def annotate_shard(extracted_path: str | Path, out_path: str | Path,
         tally["samples"] += 1
         tally["with_span"] += bool(spans)
         tally["spans"] += len(spans)
-    write_lines_atomic(Path(out_path), lines)
+    write_lines(Path(out_path), lines)
     return tally

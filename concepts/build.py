@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -20,13 +19,13 @@ from tqdm import tqdm
 
 from concepts.annotate import EXTRACTED_DIR, annotate_shard, extract_shard, shard_counts
 from concepts.config import ConceptsConfig, ExtractConfig
-from concepts.corpus import load_manifest, manifest_sha256, shard_stem
 from concepts.extract import ConceptExtractor, pipeline_identity
 from concepts.store import (ANNOTATIONS_DIR, LATEST, META_FILE, VOCAB_FILE, ConceptStore,
                             concepts_root, read_latest, read_vocab_tsv)
 from concepts.vocab import (build_key, build_vocab, canonical_json, compute_vocab_id,
                             merge_counts, meta_json_bytes, vocab_tsv_bytes)
-from mamo.core.config import to_dict
+from ingest.manifest import load_manifest, manifest_sha256
+from mamo.core.files import temp_path, write_text
 
 
 @dataclass
@@ -43,6 +42,11 @@ class BuildPlan:
 
     def extracted_path(self, stem: str) -> Path:
         return concepts_root(self.version_dir) / EXTRACTED_DIR / self.extract_id / f"{stem}.jsonl"
+
+
+def shard_stem(shard: dict[str, Any]) -> str:
+    """``"shards/00000.tar"`` -> ``"00000"`` (the annotation file has the same stem)."""
+    return Path(shard["tar"]).stem
 
 
 def output_params(cfg: ConceptsConfig) -> dict[str, Any]:
@@ -112,8 +116,9 @@ def vocab_step(plan: BuildPlan, cfg: ConceptsConfig) -> tuple[str, Path, dict[st
     kept = sum(e.count for e in entries)
     stats = {**tally, "distinct_concepts": len({lemma for lemma, _ in counts}),
              "concept_words_in_vocab": kept}
-    root = concepts_root(plan.version_dir)
-    staging = root / f".staging-{vocab_id}-{uuid.uuid4().hex[:8]}"
+    # the whole version is staged beside its final name and renamed into place (commit_step)
+    staging = temp_path(concepts_root(plan.version_dir) / vocab_id)
+    shutil.rmtree(staging, ignore_errors=True)  # a leftover of a killed build with this pid
     (staging / ANNOTATIONS_DIR).mkdir(parents=True)
     (staging / VOCAB_FILE).write_bytes(tsv)
     (staging / META_FILE).write_bytes(meta_json_bytes(
@@ -128,10 +133,7 @@ def annotate_step(plan: BuildPlan, stem: str, staging: str | Path, concept_to_id
 
 
 def write_latest(version_dir: str | Path, vocab_id: str) -> None:
-    root = concepts_root(version_dir)
-    tmp = root / f".{LATEST}.{os.getpid()}.tmp"
-    tmp.write_text(vocab_id + "\n", encoding="utf-8")
-    os.replace(tmp, root / LATEST)
+    write_text(concepts_root(version_dir) / LATEST, vocab_id + "\n")
 
 
 def _restore_missing(src: Path, dst: Path) -> None:
@@ -250,10 +252,6 @@ def list_versions(version_dir: str | Path) -> list[str]:
         return []
     return sorted(p.name for p in root.iterdir()
                   if p.is_dir() and not p.name.startswith((".", "_")) and (p / META_FILE).is_file())
-
-
-def config_dict(cfg: ConceptsConfig) -> dict[str, Any]:
-    return to_dict(cfg)
 
 
 def coverage(version_dir: str | Path, vocab_id: str = "latest") -> dict[str, Any]:

@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from mamo.core.config import ConfigError, load_config
+from mamo.core.cli import parse_args, run
+from mamo.core.config import load_config
+
+#: reported as one line with exit status 2: the library raises ValueError for data it refuses
+#: (a bad manifest or shard, a vocabulary of other data) and RuntimeError when spaCy's pipeline
+#: or the tokenizer trainer is missing; config, file and store errors are the runner's own
+USER_ERRORS = (ValueError, RuntimeError)
 
 
 def _config(args: argparse.Namespace):
@@ -72,7 +77,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None, help="YAML file (e.g. configs/concepts/default.yaml)")
     p.epilog = ("Settings can be overridden with dotted key=value arguments anywhere on the "
                 "line, e.g. vocab.min_count=5 extract.pos=[NOUN,ADJ] (see concepts/config.py).")
-    p.set_defaults(accepts_overrides=True)
+    p.set_defaults(overrides=[])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,16 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    # dotted overrides may sit anywhere among the options, which argparse's positionals don't allow
-    args, extra = parser.parse_known_args(argv)
-    overrides = [a for a in extra if "=" in a and not a.startswith("-")]
-    unknown = [a for a in extra if a not in overrides]
-    if unknown or (overrides and not getattr(args, "accepts_overrides", False)):
-        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
-    args.overrides = overrides
-    try:
-        return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """Options and dotted overrides in any order; user errors are one line and exit 2."""
+    args = parse_args(build_parser(), argv)
+    return run(lambda: args.func(args), user_errors=USER_ERRORS)

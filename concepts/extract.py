@@ -182,12 +182,6 @@ class ConceptExtractor:
         return result
 
 
-def extract_concepts(captions: Sequence[str | bytes | None],
-                     cfg: ExtractConfig | None = None) -> ExtractionResult:
-    """Convenience: ``ConceptExtractor(cfg).extract(captions)``."""
-    return ConceptExtractor(cfg).extract(captions)
-
-
 def count_concepts(per_caption: Iterable[list[Concept] | None]) -> Counter:
     """``(lemma, pos) -> occurrences`` over captions (repeats count every time)."""
     counts: Counter = Counter()

@@ -10,18 +10,18 @@ from tokenizers.models import WordPiece
 from tokenizers.trainers import WordPieceTrainer
 from tqdm import tqdm
 
+from concepts.annotate import shard_captions
 from concepts.config import TokenizerTrainConfig
-from concepts.corpus import load_manifest, read_shard_captions
 from concepts.extract import decode_caption
 from concepts.tokenizer import SPECIAL_TOKENS
+from ingest.shards import version_shards
 
 
 def iter_version_captions(version_dir: str | Path, show_progress: bool = False) -> Iterator[str]:
     """Every decodable, non-empty caption of a dataset version, in manifest order."""
-    version_dir = Path(version_dir)
-    shards = load_manifest(version_dir)["shards"]
-    for shard in tqdm(shards, desc="read captions", unit="shard", disable=not show_progress):
-        for _, raw in read_shard_captions(version_dir / shard["tar"]):
+    shards = version_shards(version_dir)
+    for tar_path in tqdm(shards, desc="read captions", unit="shard", disable=not show_progress):
+        for _, raw in shard_captions(tar_path):
             text = decode_caption(raw)
             if text and text.strip():
                 yield text

@@ -6,7 +6,16 @@ import json
 import os
 import sys
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+from mamo.core.cli import parse_args, run
+from mamo.core.config import ConfigError
+
+from .img2dataset_runner import DistributorUnavailable
+from .manifest import ManifestError
+from .shards import ShardReadError
+from .version import VersionExistsError
+
+#: conditions a user causes and fixes, reported as one line with exit status 2
+USER_ERRORS = (VersionExistsError, DistributorUnavailable, ManifestError, ShardReadError)
 
 
 def _cmd_synthetic(a: argparse.Namespace) -> int:
@@ -44,21 +53,16 @@ def _cmd_synthetic_source(a: argparse.Namespace) -> int:
 
 
 def _cmd_download(a: argparse.Namespace) -> int:
-    from mamo.core.config import ConfigError, load_config
+    from mamo.core.config import load_config
 
     from .config import IngestConfig
     from .pipeline import run_ingest
 
-    try:
-        cfg = load_config(IngestConfig, a.config, a.overrides)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(IngestConfig, a.config, a.overrides)
     kinds = getattr(a, "kinds", None)
     if kinds and cfg.source.kind not in kinds:
-        print(f"error: config key 'source.kind': `ingest {a.cmd}` takes {' / '.join(kinds)}, "
-              f"got {cfg.source.kind!r} (use `ingest run` for any source)", file=sys.stderr)
-        return 2
+        raise ConfigError("source.kind", f"`ingest {a.cmd}` takes {' / '.join(kinds)}, got "
+                          f"{cfg.source.kind!r} (use `ingest run` for any source)")
     m = run_ingest(cfg)
     print(json.dumps({"counts": m["counts"], "reasons": m.get("reasons", {}),
                       "shards": len(m["shards"])}))
@@ -147,15 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    # dotted overrides may follow options (argparse alone would reject "--config X a=b")
-    args, extra = parser.parse_known_args(argv)
-    bad = [e for e in extra if e.startswith("-") or "=" not in e]
-    if bad or (extra and not hasattr(args, "overrides")):
-        parser.error(f"unrecognized arguments: {' '.join(bad or extra)}")
-    if extra:
-        args.overrides = list(args.overrides) + extra
-    return args.fn(args)
+    """Options and dotted overrides in any order; user errors are one line and exit 2."""
+    args = parse_args(build_parser(), argv)
+    return run(lambda: args.fn(args), user_errors=USER_ERRORS)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mamo.core.files import atomic_path
+
 STATUSES = ("written", "failed", "filtered", "duplicate")
 FAILURE_COLUMNS = ("row", "status", "reason", "detail", "url", "caption")
 
@@ -83,10 +85,8 @@ def write_failures(path: str | Path, outcomes: list[RowOutcome]) -> None:
     for c in ("detail", "url", "caption"):
         cols[c] = [v.encode("utf-8", "backslashreplace").decode("utf-8") for v in cols[c]]
     table = pa.table(cols, schema=schema)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def read_failures(path: str | Path) -> list[dict[str, Any]]:

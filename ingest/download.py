@@ -21,12 +21,14 @@ import io
 import json
 import os
 import shutil
-import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+
+from mamo.core.config import to_dict
+from mamo.core.files import atomic_path, write_json, write_text
 
 from .accounting import Accounting
 from .captions import decode_caption, normalize_caption
@@ -34,7 +36,7 @@ from .config import IngestConfig
 from .img2dataset_runner import img2dataset_params, run_img2dataset
 from .manifest import build_manifest, write_manifest
 from .safety import UrlRefused, check_url
-from .shards import ShardInfo, ShardWriter, sha256_file
+from .shards import ShardInfo, ShardWriter, iter_members, sha256_file
 from .tables import input_files, read_url_table
 from .version import prepare_version_dir, sample_meta
 
@@ -161,16 +163,14 @@ def plan_download(cfg: IngestConfig) -> tuple[Path, Plan]:
         part = fetch[i * size:(i + 1) * size]
         table = pa.table({k: [p[k] for p in part] for k in ("row_id", "url", "caption",
                                                             "extras_json")})
-        tmp = wdir / "chunks_in" / f"{i:05d}.parquet.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, wdir / "chunks_in" / f"{i:05d}.parquet")
+        with atomic_path(wdir / "chunks_in" / f"{i:05d}.parquet") as tmp:
+            pq.write_table(table, tmp)
     # rows refused before download are journaled as pseudo-chunk -1
-    with open(wdir / "prefilter.json", "w", encoding="utf-8") as f:
-        json.dump(_outcome_rows(acc), f)
+    # (ASCII JSON: a refused row's text may hold surrogate escapes of invalid UTF-8)
+    write_text(wdir / "prefilter.json", json.dumps(_outcome_rows(acc)))
     plan = Plan(n_input=len(rows), n_chunks=n_chunks, table_sha256=table_sha, fingerprint=fp)
-    tmp = plan_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(plan)))
-    os.replace(tmp, plan_path)  # the plan exists only once the chunks are all written
+    # the plan exists only once the chunks are all written
+    write_json(plan_path, asdict(plan), indent=None)
     return vdir, plan
 
 
@@ -273,12 +273,7 @@ def finalize_chunk(cfg: IngestConfig, vdir: Path, chunk: int, shard_index: int,
     info = {r["row_id"]: r for r in plan_rows}
     status_rows = {int(r["row_id"]): r for r in pq.read_table(pq_path).to_pylist()
                    if r.get("row_id") is not None}
-    images: dict[str, bytes] = {}
-    with tarfile.open(tar_path, "r:") as tf:
-        for m in tf:
-            if m.isreg() and m.name.endswith(".jpg"):
-                fobj = tf.extractfile(m)
-                images[m.name[:-4]] = fobj.read() if fobj else b""
+    images = {m.key: m.data for m in iter_members(tar_path, read=("jpg",)) if m.ext == "jpg"}
 
     acc = Accounting(n_input=0)
     writer: ShardWriter | None = None
@@ -345,8 +340,7 @@ def finalize(cfg: IngestConfig, vdir: Path, plan: Plan) -> dict[str, Any]:
             break
         valid.append(e)
     if len(valid) != len(done):
-        journal_path.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in valid),
-                                encoding="utf-8")
+        write_text(journal_path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in valid))
     seen: set[str] = {h for e in valid for h in e["hashes"]}
     n_shards = sum(1 for e in valid if e["shard"])
     for chunk in tqdm(range(len(valid), plan.n_chunks), desc="post-process", unit="chunk",
@@ -367,8 +361,6 @@ def finalize(cfg: IngestConfig, vdir: Path, plan: Plan) -> dict[str, Any]:
 
     acc.check_complete()
     write_failures(vdir / "failures.parquet", acc.failures())
-    from mamo.core.config import to_dict
-
     source = {"kind": "urls", "path": str(Path(cfg.source.path).resolve()),
               "sha256": plan.table_sha256, "rows": plan.n_input,
               "url_col": cfg.source.url_col, "caption_col": cfg.source.caption_col}

@@ -7,12 +7,13 @@ they re-import the caller's main module: callers need a ``__main__`` guard.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
+
+from mamo.core.env import apply_quiet_service_env, quiet_service_env
 
 DISTRIBUTOR_PACKAGES = {"multiprocessing": None, "pyspark": "pyspark", "ray": "ray"}
 
@@ -71,7 +72,7 @@ class _NoSigint:
 
 def run_in_process(params: dict[str, Any]) -> None:
     """Call ``img2dataset.download`` in this process (any thread)."""
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    apply_quiet_service_env()  # before img2dataset imports albumentations (its update check)
     import img2dataset  # noqa: F401 - loads the module below
 
     # (the package re-exports a function named ``main``, hiding the module of that name)
@@ -94,7 +95,7 @@ def run_img2dataset(params: dict[str, Any], log_path: str | Path | None = None,
     pfile = out.parent / f"{out.name}.params.json"
     pfile.write_text(json.dumps(params))
     log_path = Path(log_path) if log_path else out.parent / f"{out.name}.log"
-    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
+    env = quiet_service_env()
     with open(log_path, "ab") as log:
         proc = subprocess.run([sys.executable, "-m", "ingest.img2dataset_runner", str(pfile)],
                               stdout=log, stderr=subprocess.STDOUT, env=env,

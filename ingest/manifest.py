@@ -1,16 +1,19 @@
 """The dataset version's identity: ``manifest.json`` (format ``mamo-wds/1``).
 
-Written last and atomically (temp file + fsync + rename), so a directory with a valid manifest
-is a complete version; ``load_manifest`` validates it before anyone reads shards.
+Written last and atomically (``mamo.core.files``, with fsync), so a directory with a valid
+manifest is a complete version. ``load_manifest`` is the one reader of manifests: every stage
+calls it (and so gets a validated manifest) before it reads shards.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
-import os
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from mamo.core.files import write_json
 
 FORMAT = "mamo-wds/1"
 COUNT_KEYS = ("input", "written", "failed", "filtered", "duplicate")
@@ -51,22 +54,9 @@ def build_manifest(dataset: str, version: str, source: dict[str, Any], params: d
     return m
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, ensure_ascii=False, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_manifest(version_dir: str | Path, manifest: dict[str, Any]) -> Path:
     validate_manifest(manifest)
-    path = Path(version_dir) / MANIFEST_NAME
-    write_json_atomic(path, manifest)
-    return path
+    return write_json(Path(version_dir) / MANIFEST_NAME, manifest, indent=1, fsync=True)
 
 
 def validate_manifest(m: Any, where: str = "manifest") -> None:
@@ -116,3 +106,9 @@ def load_manifest(version_dir: str | Path) -> dict[str, Any]:
         raise ManifestError(f"{path}: not valid JSON: {e}") from e
     validate_manifest(m, str(path))
     return m
+
+
+def manifest_sha256(version_dir: str | Path) -> str:
+    """sha256 of ``manifest.json``'s bytes: the identity of a version's data (what concept
+    vocabularies and training runs record)."""
+    return hashlib.sha256((Path(version_dir) / MANIFEST_NAME).read_bytes()).hexdigest()

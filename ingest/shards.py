@@ -1,27 +1,56 @@
-"""WebDataset shard writing and DALI index files.
+"""The shard format, in one room: writing, reading and indexing WebDataset tars.
+
+A shard is an uncompressed tar of samples; a sample is the consecutive members that share a
+key (``KEY.jpg``, ``KEY.txt``, ``KEY.json``). Every stage reads shards through the functions
+here: ``iter_members`` (the tar, member by member), ``group_samples`` / ``iter_samples`` (one
+shard, sample by sample), ``iter_version_samples`` (a whole dataset version in manifest
+order) and ``read_members_by_key`` (the members of chosen samples). The training loader's
+random access by byte offset (``mamo.data.index``) reads the DALI index built here.
+
+Why one function over ``tarfile`` and not the ``webdataset`` library: the readers need what
+webdataset does not give, namely data offsets (the DALI index), non-regular and misnamed
+members reported rather than skipped (``ingest verify``), raw caption bytes (invalid UTF-8 is
+counted by concepts, not decoded away) and errors as one ``ShardReadError`` naming the shard;
+and importing webdataset imports torch (about 1.3 s), which ingest and concepts do not need.
+Grouping follows webdataset's rule (key = the member path up to the first dot of its file
+name; a new key starts a new sample), so webdataset reads our shards the same way (tests
+check it does).
 
 Tars are written deterministically (sorted members per sample, mtime 0, uid/gid 0, plain
-ustar/pax headers), to a temporary name and renamed when complete, so a killed run never
-leaves a half-written ``NNNNN.tar`` behind. The index is DALI's wds2idx format ("v1.2 N",
-then one line per sample: ``ext offset size name`` for each member), computed with
-``tarfile``'s data offsets; tests check it equals the output of DALI's own ``wds2idx``.
+ustar/pax headers), to a temporary name and renamed when complete (``mamo.core.files``), so a
+killed run never leaves a half-written ``NNNNN.tar`` behind. The index is DALI's wds2idx
+format ("v1.2 N", then one line per sample: ``ext offset size name`` for each member),
+computed with ``tarfile``'s data offsets; tests check it equals the output of DALI's own
+``wds2idx``.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
-import os
 import re
 import tarfile
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mamo.core.files import atomic_path, write_text
+
+from .manifest import load_manifest
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 INDEX_VERSION = "v1.2"
 # member extension order inside a sample (DALI and webdataset only need them adjacent)
 MEMBER_ORDER = ("jpg", "txt", "json")
+
+
+class ShardReadError(ValueError):
+    """A shard that does not read as a tar to its end; the message names the shard."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path}: unreadable tar ({reason})")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -48,35 +77,178 @@ def shard_name(index: int) -> str:
     return f"{index:05d}"
 
 
-def write_index(tar_path: str | Path, idx_path: str | Path) -> int:
-    """Write the DALI index of ``tar_path``; returns the number of samples."""
-    samples: list[list[tuple[str, int, int, str]]] = []
+# ------------------------------------------------------------------------------ reading
+
+def split_name(name: str) -> tuple[str, str]:
+    """``"dir/KEY.ext.more"`` -> ``("dir/KEY", "ext.more")``: webdataset's and DALI's rule.
+
+    A hidden or extension-less file name gives ``ext == ""`` (not a sample member).
+    """
+    base_dir, _, fname = name.rpartition("/")
+    dot = fname.find(".")
+    if dot <= 0:
+        return name, ""
+    return (base_dir + "/" if base_dir else "") + fname[:dot], fname[dot + 1:]
+
+
+@dataclass(frozen=True)
+class Member:
+    """One tar member: its name split into sample key and extension, where its data lies."""
+
+    name: str
+    key: str
+    ext: str
+    offset: int  # of the data, in the tar file (what the DALI index records)
+    size: int
+    regular: bool
+    data: bytes | None  # None when not read (see ``iter_members``) or not a regular file
+
+
+def iter_members(tar_path: str | Path, read: bool | Collection[str] = True,
+                 regular_only: bool = True) -> Iterator[Member]:
+    """The members of a shard in tar order.
+
+    ``read``: read every member's data (True), none (False), or only that of these
+    extensions. ``regular_only=False`` also yields directories, links etc. (for ``verify``).
+    A tar that cannot be read to its end, or a member shorter than its header says, raises
+    ``ShardReadError`` naming the shard; a missing file raises ``FileNotFoundError``.
+    """
+    try:
+        with tarfile.open(tar_path, "r:") as tf:
+            for m in tf:
+                key, ext = split_name(m.name)
+                regular = m.isreg()
+                if not regular and regular_only:
+                    continue
+                data = None
+                if regular and (read is True or (read is not False and ext in read)):
+                    f = tf.extractfile(m)
+                    data = f.read() if f else b""
+                    if len(data) != m.size:
+                        raise tarfile.ReadError(f"member {m.name} truncated")
+                yield Member(m.name, key, ext, m.offset_data, m.size, regular, data)
+    except FileNotFoundError:
+        raise
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise ShardReadError(tar_path, f"{type(e).__name__}: {e}") from e
+
+
+def group_samples(members: Iterable[Member]) -> Iterator[dict[str, Any]]:
+    """Consecutive members sharing a key -> one sample ``{"__key__": key, ext: data, ...}``.
+
+    Members without an extension are not part of any sample. As in webdataset, a key seen
+    again after another one starts a new sample.
+    """
+    sample: dict[str, Any] | None = None
+    for m in members:
+        if not m.ext:
+            continue
+        if sample is None or sample["__key__"] != m.key:
+            if sample is not None:
+                yield sample
+            sample = {"__key__": m.key}
+        if m.data is not None:
+            sample[m.ext] = m.data
+    if sample is not None:
+        yield sample
+
+
+def iter_samples(tar_path: str | Path, exts: Collection[str] | None = None
+                 ) -> Iterator[dict[str, Any]]:
+    """The samples of one shard in tar order, as raw bytes per extension.
+
+    With ``exts``, only those members are read (a sample lacking them is still yielded, with
+    just ``__key__``), so reading the captions of a shard does not read its JPEGs.
+    """
+    return group_samples(iter_members(tar_path, read=True if exts is None else exts))
+
+
+def version_shards(version_dir: str | Path) -> list[Path]:
+    """The tar paths of a dataset version, in manifest order (the manifest validated)."""
+    version_dir = Path(version_dir)
+    return [version_dir / s["tar"] for s in load_manifest(version_dir)["shards"]]
+
+
+def iter_version_samples(version_dir: str | Path, exts: Collection[str] | None = None
+                         ) -> Iterator[dict[str, Any]]:
+    """Every sample of a dataset version, in manifest then tar order (``iter_samples``);
+    each also carries ``"__shard__"``, the path of its tar."""
+    for tar_path in version_shards(version_dir):
+        for sample in iter_samples(tar_path, exts):
+            sample["__shard__"] = tar_path
+            yield sample
+
+
+def read_members_by_key(version_dir: str | Path, keys: Collection[str], ext: str = "jpg"
+                        ) -> dict[str, bytes]:
+    """``key -> KEY.<ext> bytes`` for those of ``keys`` found in the version (the caller
+    decides what a missing key means); stops reading once all are found."""
+    wanted, found = set(keys), {}
+    for sample in iter_version_samples(version_dir, exts=(ext,)):
+        if sample["__key__"] in wanted and ext in sample:
+            found[sample["__key__"]] = sample[ext]
+            if len(found) == len(wanted):
+                break
+    return found
+
+
+def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
+    """``{"key", "jpg": bytes, "txt": str, "json": dict}`` of a raw sample."""
+    out: dict[str, Any] = {"key": sample["__key__"]}
+    for ext, data in sample.items():
+        if ext.startswith("__"):
+            continue
+        if ext == "txt":
+            out[ext] = data.decode("utf-8")
+        elif ext == "json":
+            out[ext] = json.loads(data)
+        else:
+            out[ext] = data
+    return out
+
+
+def read_shard(tar_path: str | Path) -> list[dict[str, Any]]:
+    """All samples of a shard, decoded (``decode_sample``; for tests and tools)."""
+    return [decode_sample(s) for s in iter_samples(tar_path)]
+
+
+# ------------------------------------------------------------------------------ index
+
+IndexRecord = list[tuple[str, int, int, str]]  # one sample: (ext, offset, size, name) per member
+
+
+def index_records(tar_path: str | Path) -> list[IndexRecord]:
+    """What the DALI index of a shard holds: per sample, its members' (ext, offset, size, name)."""
+    samples: list[IndexRecord] = []
     last = None
-    with tarfile.open(tar_path, "r:") as tf:
-        for m in tf:
-            if not m.isreg():
-                continue
-            base_dir, _, fname = m.name.rpartition("/")
-            dot = fname.find(".")
-            if dot <= 0:
-                continue  # hidden file or no extension: not a sample member
-            basename = (base_dir + "/" if base_dir else "") + fname[:dot]
-            ext = fname[dot + 1:]
-            if basename != last:
-                samples.append([])
-                last = basename
-            samples[-1].append((ext, m.offset_data, m.size, m.name))
+    for m in iter_members(tar_path, read=False):
+        if not m.ext:
+            continue  # hidden file or no extension: not a sample member
+        if m.key != last:
+            samples.append([])
+            last = m.key
+        samples[-1].append((m.ext, m.offset, m.size, m.name))
+    return samples
+
+
+def index_text(tar_path: str | Path) -> str:
+    """The DALI (wds2idx) index file of ``tar_path``, as text."""
+    samples = index_records(tar_path)
     if not samples:
         raise ValueError(f"{tar_path}: empty WebDataset tar")
-    tmp = Path(str(idx_path) + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(f"{INDEX_VERSION} {len(samples)}\n")
-        for bundle in samples:
-            f.write(" ".join(f"{e} {o} {s} {n}" for e, o, s, n in bundle))
-            f.write("\n")
-    os.replace(tmp, idx_path)
-    return len(samples)
+    lines = [f"{INDEX_VERSION} {len(samples)}"]
+    lines += [" ".join(f"{e} {o} {s} {n}" for e, o, s, n in bundle) for bundle in samples]
+    return "\n".join(lines) + "\n"
 
+
+def write_index(tar_path: str | Path, idx_path: str | Path) -> int:
+    """Write the DALI index of ``tar_path``; returns the number of samples."""
+    text = index_text(tar_path)
+    write_text(idx_path, text)
+    return text.count("\n") - 1  # the header line, then one line per sample
+
+
+# ------------------------------------------------------------------------------ writing
 
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     ti = tarfile.TarInfo(name)
@@ -109,6 +281,10 @@ class ShardInfo:
                 "bytes": self.bytes, "sha256": self.sha256, "keys_sha256": self.keys_sha256}
 
 
+class _Aborted(Exception):
+    """Handed to the temp file's context on ``abort`` so that it removes the file."""
+
+
 @dataclass
 class ShardWriter:
     """Writes one shard: ``add`` samples, then ``close`` -> ShardInfo (tar + idx on disk)."""
@@ -121,8 +297,14 @@ class ShardWriter:
     def __post_init__(self) -> None:
         self.version_dir = Path(self.version_dir)
         (self.version_dir / "shards").mkdir(parents=True, exist_ok=True)
-        self._tmp = self.version_dir / "shards" / f"{shard_name(self.index)}.tar.partial"
-        self._tf = tarfile.open(self._tmp, "w", format=tarfile.PAX_FORMAT)
+        self._tar = self.version_dir / "shards" / f"{shard_name(self.index)}.tar"
+        # a killed writer's temp file (``mamo.core.files`` naming, another pid) would stay
+        # beside the finished shard of a resumed run
+        for stale in self._tar.parent.glob(f".{self._tar.name}.tmp-*"):
+            stale.unlink(missing_ok=True)
+        # the shard stays open across add() calls: enter the atomic write by hand
+        self._target = atomic_path(self._tar, fsync=True)
+        self._tf = tarfile.open(self._target.__enter__(), "w", format=tarfile.PAX_FORMAT)
 
     def add(self, key: str, jpg: bytes, caption: str, meta: dict[str, Any]) -> None:
         assert self._tf is not None
@@ -137,43 +319,17 @@ class ShardWriter:
         assert self._tf is not None
         self._tf.close()
         self._tf = None
+        self._target.__exit__(None, None, None)  # fsync + rename onto NNNNN.tar
         stem = shard_name(self.index)
-        tar = self.version_dir / "shards" / f"{stem}.tar"
         idx = self.version_dir / "shards" / f"{stem}.idx"
-        with open(self._tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(self._tmp, tar)
-        write_index(tar, idx)
+        write_index(self._tar, idx)
         return ShardInfo(tar=f"shards/{stem}.tar", index=f"shards/{stem}.idx",
-                         samples=len(self._keys), bytes=tar.stat().st_size,
-                         sha256=sha256_file(tar),
+                         samples=len(self._keys), bytes=self._tar.stat().st_size,
+                         sha256=sha256_file(self._tar),
                          keys_sha256=sha256_bytes("\n".join(self._keys).encode()))
 
     def abort(self) -> None:
         if self._tf is not None:
             self._tf.close()
             self._tf = None
-        self._tmp.unlink(missing_ok=True)
-
-
-def read_shard(tar_path: str | Path) -> list[dict[str, Any]]:
-    """All samples of a shard as dicts ``{"key", "jpg", "txt", "json"}`` (for tests/tools)."""
-    out: dict[str, dict[str, Any]] = {}
-    order: list[str] = []
-    with tarfile.open(tar_path, "r:") as tf:
-        for m in tf:
-            if not m.isreg():
-                continue
-            key, _, ext = m.name.partition(".")
-            f = tf.extractfile(m)
-            data = f.read() if f else b""
-            if key not in out:
-                out[key] = {"key": key}
-                order.append(key)
-            if ext == "txt":
-                out[key]["txt"] = data.decode("utf-8")
-            elif ext == "json":
-                out[key]["json"] = json.loads(data)
-            else:
-                out[key][ext] = data
-    return [out[k] for k in order]
+            self._target.__exit__(_Aborted, _Aborted(), None)  # removes the temp file

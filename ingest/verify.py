@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .manifest import ManifestError, load_manifest
-from .shards import KEY_RE, sha256_file
+from .shards import (KEY_RE, MEMBER_ORDER, Member, ShardReadError, group_samples, index_text,
+                     iter_members, sha256_file)
 
 
 @dataclass
@@ -36,17 +37,15 @@ class VerifyReport:
                 "shards": self.shards_checked, "samples": self.samples_checked}
 
 
-def _check_index(idx_path: Path, tar_path: Path) -> str:
-    """'' if the index equals the one computed from the tar, else the problem."""
-    from .shards import write_index
-
-    tmp = idx_path.with_name(idx_path.name + ".verify.tmp")
-    try:
-        write_index(tar_path, tmp)
-        same = tmp.read_bytes() == idx_path.read_bytes()
-    finally:
-        tmp.unlink(missing_ok=True)
-    return "" if same else "index does not match the tar"
+def _members(tar_path: Path, name: str, report: VerifyReport) -> Iterator[Member]:
+    """The shard's members that may belong to a sample; the others are problems."""
+    for m in iter_members(tar_path, regular_only=False):
+        if not m.regular:
+            report.problems.append(f"{name}: member {m.name!r} is not a regular file")
+        elif not KEY_RE.match(m.key) or m.ext not in MEMBER_ORDER:
+            report.problems.append(f"{name}: unexpected member name {m.name!r}")
+        else:
+            yield m
 
 
 def _check_shard(vdir: Path, shard: dict[str, Any], deep: bool, report: VerifyReport,
@@ -61,28 +60,15 @@ def _check_shard(vdir: Path, shard: dict[str, Any], deep: bool, report: VerifyRe
         report.problems.append(f"{name}: size {size} != manifest {shard['bytes']} (truncated?)")
     if sha256_file(tar_path) != shard["sha256"]:
         report.problems.append(f"{name}: sha256 mismatch")
-    samples: dict[str, dict[str, bytes]] = {}
     try:
-        with tarfile.open(tar_path, "r:") as tf:
-            for m in tf:
-                if not m.isreg():
-                    report.problems.append(f"{name}: member {m.name!r} is not a regular file")
-                    continue
-                key, _, ext = m.name.partition(".")
-                if not KEY_RE.match(key) or ext not in ("jpg", "txt", "json"):
-                    report.problems.append(f"{name}: unexpected member name {m.name!r}")
-                    continue
-                f = tf.extractfile(m)
-                data = f.read() if f else b""
-                if len(data) != m.size:
-                    raise tarfile.ReadError(f"member {m.name} truncated")
-                samples.setdefault(key, {})[ext] = data
-    except (tarfile.TarError, EOFError, OSError) as e:
-        report.problems.append(f"{name}: unreadable tar ({type(e).__name__}: {e})")
+        samples = list(group_samples(_members(tar_path, name, report)))
+    except ShardReadError as e:
+        report.problems.append(f"{name}: unreadable tar ({e.reason})")
         return
     if len(samples) != shard["samples"]:
         report.problems.append(f"{name}: {len(samples)} samples != manifest {shard['samples']}")
-    for key, parts in samples.items():
+    for parts in samples:
+        key = parts.pop("__key__")
         report.samples_checked += 1
         if key in keys:
             report.problems.append(f"{name}: key {key} appears in more than one place")
@@ -113,10 +99,8 @@ def _check_shard(vdir: Path, shard: dict[str, Any], deep: bool, report: VerifyRe
                 report.problems.append(f"{name}: {key}: image does not decode ({e})")
     if not idx_path.is_file():
         report.problems.append(f"{shard['index']}: missing")
-    else:
-        problem = _check_index(idx_path, tar_path)
-        if problem:
-            report.problems.append(f"{shard['index']}: {problem}")
+    elif idx_path.read_bytes() != index_text(tar_path).encode("utf-8"):
+        report.problems.append(f"{shard['index']}: index does not match the tar")
     report.shards_checked += 1
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
+
+from ingest.manifest import load_manifest
+from ingest.shards import index_records
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +29,12 @@ class ShardIndexError(ValueError):
     """An index file or manifest does not describe its shards."""
 
 
-def load_manifest(version_dir: str | Path) -> dict[str, Any]:
-    """The validated manifest (``ingest.manifest.load_manifest``)."""
-    from ingest.manifest import load_manifest as _load
-
-    return _load(version_dir)
+def _record(members: list[tuple[str, int, int, str]]) -> dict[str, Any]:
+    """One sample's ``(ext, offset, size, name)`` members -> ``{"__key__", ext: (offset, size)}``."""
+    sample: dict[str, Any] = {ext: (off, size) for ext, off, size, _ in members}
+    base = os.path.basename(members[-1][3])
+    sample["__key__"] = base[: base.find(".")] if "." in base else base
+    return sample
 
 
 def parse_index_file(path: str | Path) -> list[dict[str, tuple[int, int]]]:
@@ -48,13 +51,8 @@ def parse_index_file(path: str | Path) -> list[dict[str, tuple[int, int]]]:
                 continue
             if len(parts) % 4:
                 raise ShardIndexError(f"{path}:{lineno}: expected groups of 'ext offset size name'")
-            sample: dict[str, Any] = {}
-            for i in range(0, len(parts), 4):
-                ext, off, size, name = parts[i : i + 4]
-                sample[ext] = (int(off), int(size))
-                base = os.path.basename(name)
-                sample["__key__"] = base[: base.find(".")] if "." in base else base
-            samples.append(sample)
+            samples.append(_record([(parts[i], int(parts[i + 1]), int(parts[i + 2]), parts[i + 3])
+                                    for i in range(0, len(parts), 4)]))
     if len(samples) != expected:
         raise ShardIndexError(f"{path}: header says {expected} samples, found {len(samples)}")
     return samples
@@ -62,22 +60,7 @@ def parse_index_file(path: str | Path) -> list[dict[str, tuple[int, int]]]:
 
 def scan_tar(path: str | Path) -> list[dict[str, tuple[int, int]]]:
     """The same records as ``parse_index_file``, by reading the tar (when no index exists)."""
-    samples: list[dict[str, Any]] = []
-    last = None
-    with tarfile.open(path, "r:") as tf:
-        for m in tf:
-            if not m.isreg():
-                continue
-            base = os.path.basename(m.name)
-            dot = base.find(".")
-            if dot <= 0:
-                continue
-            stem = m.name[: len(m.name) - len(base) + dot]
-            if stem != last:
-                samples.append({"__key__": base[:dot]})
-                last = stem
-            samples[-1][base[dot + 1 :]] = (m.offset_data, m.size)
-    return samples
+    return [_record(members) for members in index_records(path)]
 
 
 @dataclass

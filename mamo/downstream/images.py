@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ingest.shards import read_members_by_key
 from mamo.data.torch_fallback import decode_pil, normalize
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -43,14 +43,8 @@ class ImageStore:
         version_dir = Path(version_dir)
         if not isinstance(image_map, dict):
             image_map = json.loads(Path(image_map).read_text(encoding="utf-8"))
-        manifest = json.loads((version_dir / "manifest.json").read_text(encoding="utf-8"))
-        by_key: dict[str, bytes] = {}
         wanted = set(image_map.values())
-        for shard in manifest["shards"]:
-            with tarfile.open(version_dir / shard["tar"]) as tar:
-                for m in tar:
-                    if m.name.endswith(".jpg") and m.name[:-4] in wanted:
-                        by_key[m.name[:-4]] = tar.extractfile(m).read()
+        by_key = read_members_by_key(version_dir, wanted, "jpg")
         missing = sorted(wanted - by_key.keys())
         if missing:
             raise KeyError(f"{version_dir}: {len(missing)} mapped keys have no image, e.g. {missing[0]!r}")

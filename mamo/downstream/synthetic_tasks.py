@@ -23,11 +23,12 @@ import hashlib
 import json
 import random
 import sys
-import tarfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from ingest.shards import iter_version_samples
 from ingest.synthetic import COLORS, PLURALS, RELATIONS, SHAPES, describe, relation_holds
+from mamo.core.files import write_text
 
 SPLITS = ("train", "val", "test")
 NLVR2_FILES = {"train": "train", "val": "dev", "test": "test1"}   # upstream file names
@@ -49,30 +50,18 @@ def split_of(key: str, val_frac: float = 0.1, test_frac: float = 0.1) -> str:
     return "train"
 
 
-def _manifest_shards(version_dir: Path) -> list[Path]:
-    try:
-        from ingest.manifest import load_manifest
-        manifest = load_manifest(version_dir)
-    except ImportError:  # pragma: no cover - the manifest module is part of the repo
-        manifest = json.loads((version_dir / "manifest.json").read_text())
-    return [version_dir / s["tar"] for s in manifest["shards"]]
-
-
 def iter_scenes(version_dir: str | Path) -> Iterator[dict[str, Any]]:
     """``{"key", "width", "height", "caption", "scene"}`` for every sample of a version."""
-    version_dir = Path(version_dir)
-    for tar_path in _manifest_shards(version_dir):
-        with tarfile.open(tar_path) as tar:
-            for member in tar:
-                if not member.name.endswith(".json"):
-                    continue
-                meta = json.load(tar.extractfile(member))
-                if "synthetic" not in meta:
-                    raise ValueError(f"{tar_path}: {member.name} has no 'synthetic' ground truth;"
-                                     " is this a synthetic dataset version?")
-                yield {"key": meta["key"], "width": int(meta["width"]),
-                       "height": int(meta["height"]), "caption": meta["caption"],
-                       "scene": meta["synthetic"]}
+    for sample in iter_version_samples(version_dir, exts=("json",)):
+        if "json" not in sample:
+            continue
+        meta = json.loads(sample["json"])
+        if "synthetic" not in meta:
+            raise ValueError(f"{sample['__shard__']}: {sample['__key__']}.json has no 'synthetic'"
+                             " ground truth; is this a synthetic dataset version?")
+        yield {"key": meta["key"], "width": int(meta["width"]),
+               "height": int(meta["height"]), "caption": meta["caption"],
+               "scene": meta["synthetic"]}
 
 
 # ------------------------------------------------------------------------- VQA
@@ -267,9 +256,7 @@ def write_synthetic_tasks(version_dir: str | Path, out: str | Path, seed: int = 
 
 def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj), encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, json.dumps(obj))
 
 
 def main(argv: list[str] | None = None) -> int:

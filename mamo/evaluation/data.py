@@ -1,7 +1,7 @@
 """The evaluation set: images, captions and (for synthetic data) scenes of a dataset version.
 
-Evaluation reads the version's tars directly (via its manifest) instead of the training
-loader: it needs members the batches do not carry (``KEY.json["synthetic"]`` for the
+Evaluation reads the version's samples with the shard reader (``ingest.shards``, in manifest
+order) instead of the training loader: it needs members the batches do not carry (``KEY.json["synthetic"]`` for the
 fine-grained benchmark, the JPEG for the examples grid), and it must not depend on concept
 annotations existing for a held-out version. The image transform is the loader's eval
 transform: centre square of side ``min(w, h) * crop_fraction``, resized to ``image_size``,
@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ingest.manifest import load_manifest
+from ingest.shards import iter_version_samples
 
 
 @dataclass
@@ -59,31 +58,14 @@ def _scene_of(meta: dict[str, Any]) -> dict[str, Any] | None:
     return scene if isinstance(scene, dict) and "objects" in scene and "spec" in scene else None
 
 
-def iter_samples(version_dir: str | Path):
-    """Yield ``(key, jpg_bytes, caption, meta)`` in manifest order."""
-    version_dir = Path(version_dir)
-    manifest = load_manifest(version_dir)
-    for shard in manifest["shards"]:
-        members: dict[str, dict[str, bytes]] = {}
-        order: list[str] = []
-        with tarfile.open(version_dir / shard["tar"]) as tar:
-            for m in tar:
-                if not m.isfile():
-                    continue
-                key, _, ext = m.name.rpartition("/")[2].partition(".")
-                f = tar.extractfile(m)
-                if f is None:
-                    continue
-                if key not in members:
-                    members[key] = {}
-                    order.append(key)
-                members[key][ext] = f.read()
-        for key in order:
-            parts = members[key]
-            if "jpg" not in parts or "txt" not in parts:
-                continue
-            meta = json.loads(parts["json"].decode("utf-8")) if "json" in parts else {}
-            yield key, parts["jpg"], parts["txt"].decode("utf-8").strip(), meta
+def iter_samples(version_dir: str | Path) -> Iterator[tuple[str, bytes, str, dict[str, Any]]]:
+    """Yield ``(key, jpg_bytes, caption, meta)`` in manifest order (samples with an image and
+    a caption; ``meta`` is ``{}`` without ``KEY.json``)."""
+    for parts in iter_version_samples(version_dir, exts=("jpg", "txt", "json")):
+        if "jpg" not in parts or "txt" not in parts:
+            continue
+        meta = json.loads(parts["json"].decode("utf-8")) if "json" in parts else {}
+        yield parts["__key__"], parts["jpg"], parts["txt"].decode("utf-8").strip(), meta
 
 
 def load_eval_set(version_dir: str | Path, image_size: int,

@@ -50,3 +50,10 @@ def test_build_show_annotate_train(tmp_path, capsys):
     assert enc["input_ids"][0, n - 1] == tok.token_to_id("[SEP]")
     assert tok.token_to_id("[UNK]") not in enc["input_ids"][0, :n].tolist()  # all words seen in training
     assert (enc["concept_labels"][0] == 0).sum() >= 1
+
+
+def test_overrides_and_options_in_any_order(tmp_path, capsys):
+    assert main(["build", str(tmp_path), "vocab.min_count=2", "--quiet", "vocab.bogus=1",
+                 "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "vocab.bogus" in err and len(err.strip().splitlines()) == 1

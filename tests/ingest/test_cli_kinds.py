@@ -10,3 +10,11 @@ def test_local_refuses_a_url_table(capsys):
 def test_bad_key_is_one_line_naming_it(capsys):
     assert main(["download", "source.kind=urls", "source.pathx=1"]) == 2
     assert "source.pathx" in capsys.readouterr().err
+
+
+def test_overrides_and_options_in_any_order(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("dataset: t\n")
+    assert main(["local", "source.kind=urls", "--config", str(cfg), "source.path=x.parquet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: config key 'source.kind'") and len(err.strip().splitlines()) == 1
