@@ -110,22 +110,31 @@ def resolve(source: str | Path) -> Checkpoint:
     return Checkpoint(ckpt, model, loss, int(num_concepts), run, config_path, dict(cfg.get("data") or {}))
 
 
-def build(ckpt: Checkpoint, device: str | torch.device = "cpu") -> MAMO:
-    """``MAMO`` from the checkpoint's config with its weights, in eval mode on ``device``."""
+def build(ckpt: Checkpoint, device: str | torch.device = "cpu", attn_impl: str | None = None) -> MAMO:
+    """``MAMO`` from the checkpoint's config with its weights, in eval mode on ``device``.
+
+    ``attn_impl`` replaces the trained one (it does not change the weights); a model trained
+    with the Triton kernels runs with ``sdpa`` off CUDA (the same attention, computed by torch).
+    """
     import torch
 
     from mamo.model.mamo import MAMO
     from mamo.trainer.checkpoint import load_weights
 
-    model = MAMO(ckpt.model, ckpt.loss, ckpt.num_concepts, load_pretrained=False)
+    device = torch.device(device)
+    impl = attn_impl or ckpt.model.attn_impl
+    if impl == "triton" and device.type != "cuda":
+        impl = "sdpa"
+    model = MAMO(replace(ckpt.model, attn_impl=impl), ckpt.loss, ckpt.num_concepts, load_pretrained=False)
     load_weights(model, ckpt.dir.path)
-    return model.to(torch.device(device)).eval()
+    return model.to(device).eval()
 
 
-def load_model(source: str | Path, device: str | torch.device = "cpu") -> tuple[MAMO, Checkpoint]:
+def load_model(source: str | Path, device: str | torch.device = "cpu", attn_impl: str | None = None
+               ) -> tuple[MAMO, Checkpoint]:
     """``(model, checkpoint)`` for a run dir, a checkpoint dir or a ``model.safetensors``."""
     ckpt = resolve(source)
-    return build(ckpt, device), ckpt
+    return build(ckpt, device, attn_impl), ckpt
 
 
 # ---------------------------------------------------------------- the public API

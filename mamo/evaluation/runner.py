@@ -83,22 +83,22 @@ def evaluate(
 
     from mamo.evaluation.data import load_eval_set
     from mamo.evaluation.report import write_report
-    from mamo.loader import Preprocess, TextTokenizer, load_model
+    from mamo.loader import Preprocess, TextTokenizer, build, resolve
     from mamo.trainer.config import load_run_config
 
     if run_dir is None and checkpoint is None:
         raise ValueError("give a run directory or a checkpoint")
-    source = Path(checkpoint if checkpoint is not None else run_dir)  # type: ignore[arg-type]
-    if threads > 0:
-        torch.set_num_threads(threads)
-    t0 = time.time()
-    model, ckpt = load_model(source, device)
+    ckpt = resolve(checkpoint if checkpoint is not None else run_dir)  # type: ignore[arg-type]
     run = RunDir(run_dir) if run_dir is not None else ckpt.run
     if config_path is None:
         if ckpt.config is None:
             raise FileNotFoundError(f"no config.yaml beside the checkpoint {ckpt.dir.path}: pass --config")
         config_path = ckpt.config
     cfg = load_run_config(str(config_path), list(overrides))
+    if threads > 0:
+        torch.set_num_threads(threads)
+    t0 = time.time()
+    model = build(ckpt, device, cfg.model.attn_impl)  # e.g. model.attn_impl=sdpa to leave Triton
     version = Path(data) if data else cfg.data.version_for("eval")
     out = RunDir(out_dir) if out_dir else (run or RunDir(ckpt.dir.path))
     log.info("model %s; data %s", ckpt.dir.weights, version)
