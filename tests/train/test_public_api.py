@@ -86,6 +86,16 @@ def test_one_loader_for_every_kind_of_path(reference):
         resolve(reference / "nowhere")
 
 
+def test_a_triton_trained_model_loads_off_cuda(reference):
+    from dataclasses import replace
+
+    from mamo.loader import build, resolve
+
+    ckpt = resolve(reference)
+    model = build(replace(ckpt, model=replace(ckpt.model, attn_impl="triton")), "cpu")
+    assert model.model_cfg.attn_impl == "sdpa"
+
+
 def test_backbone_from_a_pretraining_run_drops_the_mmm_heads(reference):
     from mamo.downstream.backbone import build_backbone
     from mamo.model.config import LossConfig, ModelConfig
