@@ -151,7 +151,6 @@ class MAMO(nn.Module):
     def use_losses(self, loss_cfg: LossConfig) -> list[str]:
         """Train on with other losses (fine-tuning a loaded model): the heads they leave unused
         are dropped (returns their names), so DDP sees no unused parameters."""
-        loss_cfg.validate()
         want = _heads_used(loss_cfg)
         if want["text_head"] and self.text_head is not None and loss_cfg.text_target != self.loss_cfg.text_target:
             raise ValueError(f"loss.text_target={loss_cfg.text_target!r}: the model's text head predicts "
