@@ -209,7 +209,7 @@ def _launch(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
 def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     import torch
 
-    from mamo.evaluate import evaluate
+    from mamo.evaluation.runner import evaluate
 
     if not cfg.variants:
         raise SystemExit("no variants configured (configs/ablation.yaml: variants)")

@@ -265,7 +265,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
            model_file.is_file, do_train)
 
     # 6. evaluate + report
-    from mamo.evaluate import evaluate, print_headline
+    from mamo.evaluation.report import print_headline
+    from mamo.evaluation.runner import evaluate
 
     results_file = run_dir / "results.json"
     report = run_dir / "report" / "index.html"

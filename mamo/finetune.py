@@ -45,7 +45,7 @@ def _finetune(cfg: Any, info, log) -> dict[str, Any]:
 
     from mamo.core.config import to_dict
     from mamo.downstream.backbone import build_backbone, save_module
-    from mamo.downstream.evaluate_task import headline
+    from mamo.evaluation.tasks import headline
     from mamo.downstream.tasks import task_module
     from mamo.downstream.tasks.common import Context, write_json
     from mamo.trainer.distributed import barrier, gather_digests
@@ -61,7 +61,7 @@ def _finetune(cfg: Any, info, log) -> dict[str, Any]:
     ctx = Context(cfg, log=log)
     if main:
         barrier(info)
-    model, model_cfg = build_backbone(cfg.model, cfg.loss, cfg.init, log=log)
+    model, model_cfg = build_backbone(cfg.model, cfg.loss, cfg.init)
     model.to(ctx.device)
     out = Path(cfg.out_dir) / (cfg.name or cfg.task)
     if main:

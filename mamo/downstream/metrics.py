@@ -1,14 +1,13 @@
-"""Downstream metrics: VQA score, accuracy, box IoU, retrieval recall@k.
+"""Downstream metrics: VQA score, accuracy, box IoU (retrieval recall@k is
+``mamo.evaluation.retrieval``, shared with the pre-training evaluation).
 
-Pure Python / torch without a model, so each is checked on hand-built cases.
+Pure Python without a model, so each is checked on hand-built cases.
 """
 from __future__ import annotations
 
 import re
 from collections import Counter
 from typing import Sequence
-
-import torch
 
 _NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
             "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
@@ -77,33 +76,3 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     inter = ix * iy
     union = max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1]) + max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
-
-
-def recall_at_k(
-    sim: torch.Tensor, text_to_image: Sequence[int], ks: Sequence[int] = (1, 5, 10)
-) -> dict[str, float]:
-    """Retrieval recall from a similarity matrix ``sim [n_images, n_texts]``.
-
-    ``text_to_image[t]`` is the image of text t (an image can have several texts).
-    Image->text (``tr_r@k``): an image counts if any of its texts ranks in its top k.
-    Text->image (``ir_r@k``): a text counts if its image ranks in its top k.
-    Also returns ``r_mean`` (mean of the six recalls, RSUM/6). Values in percent.
-    """
-    n_img, n_txt = sim.shape
-    t2i = torch.as_tensor(list(text_to_image), dtype=torch.long)
-    if t2i.numel() != n_txt:
-        raise ValueError(f"text_to_image has {t2i.numel()} entries for {n_txt} texts")
-    out: dict[str, float] = {}
-    # rank of the best positive text for each image
-    order = sim.argsort(dim=1, descending=True)                     # [n_img, n_txt]
-    pos = t2i[order] == torch.arange(n_img)[:, None]                # positive at each rank
-    has_pos = pos.any(dim=1)
-    first = torch.where(has_pos, pos.float().argmax(dim=1), torch.full((n_img,), n_txt))
-    # rank of the image for each text
-    order_t = sim.t().argsort(dim=1, descending=True)                # [n_txt, n_img]
-    rank_t = (order_t == t2i[:, None]).float().argmax(dim=1)
-    for k in ks:
-        out[f"tr_r@{k}"] = 100.0 * (first[has_pos] < k).float().mean().item() if has_pos.any() else 0.0
-        out[f"ir_r@{k}"] = 100.0 * (rank_t < k).float().mean().item()
-    out["r_mean"] = sum(out[f"{d}_r@{k}"] for d in ("tr", "ir") for k in ks) / (2 * len(ks))
-    return out

@@ -22,6 +22,8 @@ matplotlib.use("Agg")  # headless: never look for a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mamo.core.files import atomic_path, write_text  # noqa: E402
+
 SECTIONS: tuple[str, ...] = ("summary", "losses", "retrieval", "finegrained", "examples", "config")
 # Loss terms of the model contract (docs/ARCHITECTURE.md section 4), plotted in this order.
 LOSS_TERMS: tuple[str, ...] = ("loss", "itc", "itm", "mmm", "mmm_implicit", "mmm_visual", "mmm_concept", "mmm_mlm")
@@ -106,7 +108,7 @@ def plot_losses(rows: Sequence[dict[str, Any]], out_png: str | Path) -> list[str
     for ax in list(axes.flat)[len(terms):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
+    _save(fig, out_png)
     plt.close(fig)
     return terms
 
@@ -137,7 +139,7 @@ def plot_examples(examples: Sequence[RetrievalExample], out_png: str | Path) -> 
         for li, (text, color, weight) in enumerate(lines):
             ax_txt.text(0.0, 0.92 - li * min(0.15, 0.85 / len(lines)), text, fontsize=8, color=color,
                         fontweight=weight, va="top", transform=ax_txt.transAxes, family="DejaVu Sans")
-    fig.savefig(out_png, dpi=90)
+    _save(fig, out_png)
     plt.close(fig)
 
 
@@ -161,8 +163,13 @@ def plot_finegrained(fg: dict[str, dict[str, float]], out_png: str | Path) -> No
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
+    _save(fig, out_png)
     plt.close(fig)
+
+
+def _save(fig: Any, out_png: str | Path) -> None:
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
 
 
 def _fmt(v: Any) -> str:
@@ -209,6 +216,18 @@ def headline(results: dict[str, Any]) -> dict[str, float]:
         if "overall" in tab:
             out[f"fine-grained {name} accuracy"] = tab["overall"]
     return out
+
+
+def print_headline(results: dict[str, Any], report: Path | None = None) -> None:
+    """The headline figures on stdout (the evaluation command's output, not a log)."""
+    for name, v in headline(results).items():
+        print(f"  {name:38s} {v:6.1f}")
+    fg = results.get("finegrained", {}).get("itm")
+    if fg:
+        per = ", ".join(f"{c} {v:.0f}" for c, v in fg.items() if c not in ("overall", "n_items"))
+        print(f"  fine-grained itm per change (%): {per}")
+    if report:
+        print(f"  report: {report}")
 
 
 def write_report(
@@ -280,11 +299,7 @@ def write_report(
     parts.append(f"<pre>{html.escape(config_text)}</pre>" if config_text else "<p class='muted'>not recorded</p>")
     parts.append("</section></body></html>")
 
-    path = out / "index.html"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(out / "index.html", "\n".join(parts))
 
 
 def decode_jpeg(data: bytes) -> np.ndarray:

@@ -1,108 +1,34 @@
-"""Evaluate a model on an ``EvalSet``: zero-shot retrieval (ITC, then ITM re-ranking of the
-top-k) and the fine-grained benchmark (ITM and ITC scorers), plus retrieval examples.
-
-The model is reached only through ``ModelScorer`` (image/text features and the ITM score),
-so that the metric code stays independent of the model's internals.
+"""The pre-training evaluation: zero-shot retrieval (ITC, then ITM re-ranking of the top-k),
+the fine-grained benchmark (ITM and ITC scorers) and retrieval examples, on an ``EvalSet``;
+``evaluate(...)`` does it for a saved model and writes ``results.json`` and the report.
 """
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
+from mamo.core.files import write_json
 from mamo.evaluation.data import EvalSet
 from mamo.evaluation.finegrained import build_items, evaluate_finegrained
 from mamo.evaluation.report import CaptionHit, RetrievalExample, decode_jpeg
-from mamo.evaluation.retrieval import reranked_metrics, rerank_with_itm, retrieval_metrics
+from mamo.evaluation.scoring import ModelScorer, score_retrieval
+from mamo.run_dir import RunDir
 
-
-def _log(msg: str) -> None:
-    print(f"[evaluate] {msg}", flush=True)
-
-
-class ModelScorer:
-    """Wraps ``mamo.model.MAMO`` for scoring: caches text encodings by caption string."""
-
-    def __init__(self, model: Any, tokenizer: Any, max_len: int, device: str | torch.device = "cpu",
-                 batch_size: int = 64):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.max_len = max_len
-        self.device = torch.device(device)
-        self.batch_size = batch_size
-        self._text: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-
-    @torch.no_grad()
-    def images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(embeds [N, 1+P, D], feats [N, E])`` (feats L2-normalised), kept on the CPU."""
-        embs, feats = [], []
-        for s in range(0, len(images), self.batch_size):
-            e, f = self.model.encode_image(images[s : s + self.batch_size].to(self.device))
-            embs.append(e.float().cpu())
-            feats.append(f.float().cpu())
-        return torch.cat(embs), torch.cat(feats)
-
-    @torch.no_grad()
-    def texts(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(embeds [T, L, D], attention_mask [T, L], feats [T, E])`` for the captions."""
-        from concepts.encode import encode_batch
-
-        missing = [c for c in dict.fromkeys(captions) if c not in self._text]
-        for s in range(0, len(missing), self.batch_size):
-            chunk = missing[s : s + self.batch_size]
-            enc = encode_batch(list(chunk), [[] for _ in chunk], self.tokenizer, self.max_len)
-            ids = enc["input_ids"].to(self.device)
-            mask = enc["attention_mask"].to(self.device)
-            e, f = self.model.encode_text(ids, mask)
-            for i, c in enumerate(chunk):
-                self._text[c] = (e[i].float().cpu(), mask[i].cpu(), f[i].float().cpu())
-        rows = [self._text[c] for c in captions]
-        return (torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows]),
-                torch.stack([r[2] for r in rows]))
-
-    @torch.no_grad()
-    def itm(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor,
-            attention_mask: torch.Tensor) -> np.ndarray:
-        """Matching score per (image, text) row pair (the model's ITM "match" logit/prob)."""
-        out = []
-        for s in range(0, len(image_embeds), self.batch_size):
-            sc = self.model.itm_score(image_embeds[s : s + self.batch_size].to(self.device),
-                                      text_embeds[s : s + self.batch_size].to(self.device),
-                                      attention_mask[s : s + self.batch_size].to(self.device))
-            out.append(sc.float().cpu())
-        return torch.cat(out).numpy() if out else np.zeros(0)
+log = logging.getLogger(__name__)
 
 
 def run_evaluation(scorer: ModelScorer, data: EvalSet, k: int = 16, fg_seed: int = 0,
                    n_examples: int = 8, top_captions: int = 5) -> tuple[dict[str, Any], list[RetrievalExample]]:
     """Retrieval + fine-grained results dict, and retrieval examples for the report."""
-    t0 = time.time()
-    img_emb, img_feat = scorer.images(data.images)
-    # Synthetic captions repeat: retrieve among distinct texts; a text is correct for every
-    # image whose caption it is.
-    texts = list(dict.fromkeys(data.captions))
-    txt_emb, txt_mask, txt_feat = scorer.texts(texts)
-    text_index = {t: j for j, t in enumerate(texts)}
-    positives = np.zeros((len(data), len(texts)), dtype=bool)
-    for i, c in enumerate(data.captions):
-        positives[i, text_index[c]] = True
-    sim = (img_feat @ txt_feat.T).numpy()
-    _log(f"features: {len(data)} images, {len(texts)} distinct texts ({time.time() - t0:.1f}s)")
-
-    itc = retrieval_metrics(sim, positives)
-
-    def score_pairs(ii: np.ndarray, jj: np.ndarray) -> np.ndarray:
-        return scorer.itm(img_emb[ii], txt_emb[jj], txt_mask[jj])
-
-    t1 = time.time()
-    s_i2t, s_t2i = rerank_with_itm(sim, score_pairs, k=k)
-    rerank = reranked_metrics(s_i2t, s_t2i, positives)
-    _log(f"ITM re-ranking of the top-{k}: {time.time() - t1:.1f}s")
+    r = score_retrieval(scorer, data.images, [[c] for c in data.captions], k)
+    img_emb, img_feat, texts, positives, s_i2t = r.image_embeds, r.image_feats, r.texts, r.positives, r.sim_i2t
     results: dict[str, Any] = {
         "n_images": len(data), "n_texts": len(texts),
-        "retrieval": {"k": k, "itc": itc, "itm_rerank": rerank},
+        "retrieval": {"k": k, "itc": r.itc, "itm_rerank": r.itm_rerank},
     }
 
     # fine-grained benchmark on the images that carry a synthetic scene
@@ -122,7 +48,7 @@ def run_evaluation(scorer: ModelScorer, data: EvalSet, k: int = 16, fg_seed: int
             return (img_feat[rows] * f).sum(-1).numpy()
 
         results["finegrained"] = evaluate_finegrained(items, {"itm": fg_itm, "itc": fg_itc})
-        _log(f"fine-grained: {len(items)} items over {len(with_scene)} images ({time.time() - t2:.1f}s)")
+        log.info("fine-grained: %d items over %d images (%.1fs)", len(items), len(with_scene), time.time() - t2)
 
     examples = []
     for i in range(min(n_examples, len(data))):
@@ -131,3 +57,61 @@ def run_evaluation(scorer: ModelScorer, data: EvalSet, k: int = 16, fg_seed: int
             data.keys[i], decode_jpeg(data.jpegs[i]), data.captions[i],
             [CaptionHit(texts[j], float(s_i2t[i, j]), bool(positives[i, j])) for j in order]))
     return results, examples
+
+
+def evaluate(
+    run_dir: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    data: str | Path | None = None,
+    config_path: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    k: int = 16,
+    max_items: int | None = 500,
+    fg_seed: int = 0,
+    n_examples: int = 8,
+    device: str = "cpu",
+    overrides: tuple[str, ...] = (),
+    threads: int = 0,
+) -> tuple[dict[str, Any], Path]:
+    """Evaluate a run (or a checkpoint + data version); returns (results, report path).
+
+    The model is rebuilt from the checkpoint's own config (``mamo.loader``); the run config
+    (``config_path``, default the one belonging to the checkpoint, with ``overrides``) gives
+    the data settings: the eval version, the text length and the image normalisation.
+    """
+    import torch
+
+    from mamo.evaluation.data import load_eval_set
+    from mamo.evaluation.report import write_report
+    from mamo.loader import Preprocess, TextTokenizer, build, resolve
+    from mamo.trainer.config import load_run_config
+
+    if run_dir is None and checkpoint is None:
+        raise ValueError("give a run directory or a checkpoint")
+    ckpt = resolve(checkpoint if checkpoint is not None else run_dir)  # type: ignore[arg-type]
+    run = RunDir(run_dir) if run_dir is not None else ckpt.run
+    if config_path is None:
+        if ckpt.config is None:
+            raise FileNotFoundError(f"no config.yaml beside the checkpoint {ckpt.dir.path}: pass --config")
+        config_path = ckpt.config
+    cfg = load_run_config(str(config_path), list(overrides))
+    if threads > 0:
+        torch.set_num_threads(threads)
+    t0 = time.time()
+    model = build(ckpt, device, cfg.model.attn_impl)  # e.g. model.attn_impl=sdpa to leave Triton
+    version = Path(data) if data else cfg.data.version_for("eval")
+    out = RunDir(out_dir) if out_dir else (run or RunDir(ckpt.dir.path))
+    log.info("model %s; data %s", ckpt.dir.weights, version)
+    pre = Preprocess(cfg.model.vision.image_size, cfg.data.mean, cfg.data.std, cfg.data.augment.eval_crop_fraction)
+    evalset = load_eval_set(version, pre.image_size, pre.mean, pre.std, max_items, pre.crop_fraction)
+    scorer = ModelScorer(model, TextTokenizer(cfg.data.max_text_len), device)
+    results, examples = run_evaluation(scorer, evalset, k=k, fg_seed=fg_seed, n_examples=n_examples)
+    results.update({"run": str(run.path) if run else "", "checkpoint": str(checkpoint or ckpt.dir.weights),
+                    "data": str(version), "eval_seconds": round(time.time() - t0, 1)})
+    out.path.mkdir(parents=True, exist_ok=True)
+    write_json(out.results, results)
+    config_text = Path(config_path).read_text(encoding="utf-8")
+    name = run.path.name if run else ckpt.dir.path.name
+    report = write_report(out.report, results, run.metrics if run else None, examples, config_text,
+                          title=f"MAMO run report: {name}")
+    return results, report

@@ -73,12 +73,11 @@ class MAMO(nn.Module):
         self.itm_head = nn.Linear(width, 2)
         lc = loss_cfg
         # Heads exist only when their loss is on, so DDP never sees unused parameters.
-        self.implicit_head = (RegressionHead(width, width)
-                              if lc.w_mmm > 0 and lc.lambda_implicit > 0 else None)
-        self.visual_head = (RegressionHead(width, model_cfg.vision.width)
-                            if lc.w_mmm > 0 and lc.lambda_v > 0 else None)
+        heads = _heads_used(lc)
+        self.implicit_head = RegressionHead(width, width) if heads["implicit_head"] else None
+        self.visual_head = RegressionHead(width, model_cfg.vision.width) if heads["visual_head"] else None
         self.text_head = None
-        if lc.w_mmm > 0 and lc.lambda_t > 0 and lc.text_target != "none":
+        if heads["text_head"]:
             if lc.text_target == "concept":
                 if num_concepts <= 0:
                     raise ValueError("loss_cfg.text_target='concept' needs num_concepts > 0 "
@@ -148,6 +147,46 @@ class MAMO(nn.Module):
         """``[B]`` log-odds that the pair matches (logit[match] - logit[no match])."""
         logits = self.itm_logits(image_embeds, text_embeds, attention_mask)
         return logits[:, 1] - logits[:, 0]
+
+    def use_losses(self, loss_cfg: LossConfig) -> list[str]:
+        """Train on with other losses (fine-tuning a loaded model): the heads they leave unused
+        are dropped (returns their names), so DDP sees no unused parameters."""
+        want = _heads_used(loss_cfg)
+        if want["text_head"] and self.text_head is not None and loss_cfg.text_target != self.loss_cfg.text_target:
+            raise ValueError(f"loss.text_target={loss_cfg.text_target!r}: the model's text head predicts "
+                             f"{self.loss_cfg.text_target!r} targets")
+        dropped = []
+        for name, used in want.items():
+            if used and getattr(self, name) is None:
+                raise ValueError(f"the losses need {name}, which the model was built without "
+                                 "(it would start untrained)")
+            if not used and getattr(self, name) is not None:
+                setattr(self, name, None)
+                dropped.append(name)
+        self.loss_cfg = loss_cfg
+        return dropped
+
+    # ---------------------------------------------------------------- public scoring API
+    @torch.no_grad()
+    def similarity(self, images: torch.Tensor, texts: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[n_images, n_texts]`` ITC cosine similarities (``texts``: ``{"input_ids",
+        "attention_mask"}``, as ``mamo.load``'s tokenizer returns). Deterministic in eval
+        mode: no dropout, and the ITC queue is only updated by ``forward``."""
+        device = self.temp.device
+        _, image_feat = self.encode_image(images.to(device))
+        _, text_feat = self.encode_text(texts["input_ids"].to(device), texts["attention_mask"].to(device))
+        return image_feat.float() @ text_feat.float().T
+
+    @torch.no_grad()
+    def match_score(self, images: torch.Tensor, texts: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[n]`` ITM log-odds that image i matches text i (the aligned pairs)."""
+        ids, mask = texts["input_ids"], texts["attention_mask"]
+        if len(images) != len(ids):
+            raise ValueError(f"match_score scores aligned pairs: {len(images)} images, {len(ids)} texts")
+        device = self.temp.device
+        image_embeds, _ = self.encode_image(images.to(device))
+        text_embeds, _ = self.encode_text(ids.to(device), mask.to(device))
+        return self.itm_score(image_embeds, text_embeds, mask.to(device)).float()
 
     # ---------------------------------------------------------------- training step
     def forward(self, batch: dict[str, Any], generator_seed: int | None = None) -> dict[str, torch.Tensor]:
@@ -253,6 +292,13 @@ class MAMO(nn.Module):
     def encode_image_masked(self, image: torch.Tensor, patch_mask: torch.Tensor
                             ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.enc.encode_image(image, patch_mask)
+
+
+def _heads_used(lc: LossConfig) -> dict[str, bool]:
+    """Which MMM heads the losses train."""
+    return {"implicit_head": lc.w_mmm > 0 and lc.lambda_implicit > 0,
+            "visual_head": lc.w_mmm > 0 and lc.lambda_v > 0,
+            "text_head": lc.w_mmm > 0 and lc.lambda_t > 0 and lc.text_target != "none"}
 
 
 def _init_weights(module: nn.Module) -> None:

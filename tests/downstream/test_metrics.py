@@ -1,8 +1,7 @@
 import pytest
-import torch
 
 from mamo.downstream.metrics import (
-    accuracy, iou, normalize_answer, recall_at_k, vqa_answer_scores, vqa_score,
+    accuracy, iou, normalize_answer, vqa_answer_scores, vqa_score,
     vqa_score_official, xywh_to_xyxy,
 )
 
@@ -41,21 +40,3 @@ def test_iou_hand_cases():
     assert iou([0, 0, 1, 1], [2, 2, 3, 3]) == 0.0
     assert iou([0, 0, 0, 0], [0, 0, 0, 0]) == 0.0
     assert xywh_to_xyxy([1, 2, 3, 4]) == [1, 2, 4, 6]
-
-
-def test_recall_at_k_hand_built():
-    # 3 images, 4 texts; texts 0,1 -> image 0, text 2 -> image 1, text 3 -> image 2
-    t2i = [0, 0, 1, 2]
-    sim = torch.tensor([
-        [0.1, 0.9, 0.0, 0.1],   # image 0: best text is 1 (positive) -> rank 0
-        [0.0, 0.1, 0.3, 0.5],   # image 1: text 3 first, its text 2 second
-        [0.9, 0.0, 0.1, 0.2],   # image 2: text 0, 3 -> text 3 at rank 1
-    ])
-    r = recall_at_k(sim, t2i, ks=(1, 2))
-    assert r["tr_r@1"] == pytest.approx(100 / 3)
-    assert r["tr_r@2"] == pytest.approx(100.0)
-    # text columns: t0 -> image 2 best (image 0 second), t1 -> image 0 best,
-    # t2 -> image 1 best, t3 -> image 1 best (image 2 second)
-    assert r["ir_r@1"] == pytest.approx(50.0)
-    assert r["ir_r@2"] == pytest.approx(100.0)
-    assert r["r_mean"] == pytest.approx((100 / 3 + 100 + 50 + 100) / 4)

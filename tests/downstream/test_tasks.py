@@ -8,7 +8,7 @@ import pytest
 
 from mamo.core.config import ConfigError, load_config
 from mamo.downstream.config import FinetuneConfig
-from mamo.downstream.evaluate_task import evaluate_task, headline
+from mamo.evaluation.tasks import evaluate_task, headline
 from mamo.finetune import finetune
 
 from pathlib import Path
@@ -50,7 +50,7 @@ def test_task_finetunes_and_evaluates(task, synth_version, synth_tasks, tmp_path
         assert len(list((out / "heatmaps").glob("*.png"))) == 2
         assert len(list((out / "heatmaps_zero_shot").glob("*.png"))) == 2
     # the saved checkpoint gives the same figures
-    again = evaluate_task(task, cfg, out, log=lambda m: None)
+    again = evaluate_task(task, cfg, out)
     key = {"vqa": "vqa_score", "nlvr2": "accuracy", "retrieval": "r_mean", "grounding": "accuracy"}[task]
     assert again[key] == pytest.approx(res[key], abs=1e-6)
 
@@ -59,8 +59,7 @@ def test_vqa_needs_a_finetuned_checkpoint(synth_version, synth_tasks, tmp_path):
     cfg = _cfg("retrieval", synth_version, synth_tasks, tmp_path, **{"optim.steps": 1})
     finetune(cfg, log=lambda m: None)
     with pytest.raises(ValueError, match="fine-tuned for 'retrieval', not 'vqa'"):
-        evaluate_task("vqa", _cfg("vqa", synth_version, synth_tasks, tmp_path), tmp_path / "retrieval",
-                      log=lambda m: None)
+        evaluate_task("vqa", _cfg("vqa", synth_version, synth_tasks, tmp_path), tmp_path / "retrieval")
 
 
 def test_config_errors_name_the_key():
@@ -73,13 +72,13 @@ def test_config_errors_name_the_key():
 
 
 def test_clis_have_help():
-    for mod in ("mamo.finetune", "mamo.downstream.evaluate", "mamo.downstream.synthetic_tasks"):
+    for mod in ("mamo.finetune", "mamo.evaluate", "mamo.downstream.synthetic_tasks"):
         r = subprocess.run([sys.executable, "-m", mod, "--help"], cwd=REPO, capture_output=True, text=True)
         assert r.returncode == 0 and "usage" in r.stdout, mod
 
 
 def test_cli_errors_exit_2_with_a_message(synth_version, synth_tasks, tmp_path, capsys):
-    from mamo.downstream.evaluate import main as eval_main
+    from mamo.evaluate import main as eval_main
     from mamo.finetune import main as ft_main
 
     data = [f"data.version_dir={synth_version}", f"data.tasks_dir={synth_tasks}", f"out_dir={tmp_path}"]

@@ -53,7 +53,7 @@ def test_evaluate_run_dir(tiny_run, capsys):
 
 
 def test_evaluate_checkpoint_with_data(tiny_run, tmp_path):
-    from mamo.evaluate import evaluate
+    from mamo.evaluation.runner import evaluate
 
     run, version = tiny_run
     res, report = evaluate(checkpoint=run / "final" / "model.safetensors", data=version, out_dir=tmp_path,

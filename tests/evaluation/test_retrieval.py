@@ -99,3 +99,23 @@ def test_rerank_fixes_itc_mistakes_within_topk():
     assert reranked_metrics(s_i2t1, s_t2i1, pos)["tr@1"] == 0.0
     # outside the top-k, ITC order is kept: correct text is 2nd there
     assert pessimistic_ranks(s_i2t1, pos).tolist() == [1] * n
+
+
+def test_recall_at_k_hand_built():
+    # (moved from tests/downstream/test_metrics.py with downstream.metrics.recall_at_k: the one
+    # retrieval metric; tr_r@k/ir_r@k are named tr@k/ir@k here)
+    # 3 images, 4 texts; texts 0,1 -> image 0, text 2 -> image 1, text 3 -> image 2
+    t2i = [0, 0, 1, 2]
+    sim = np.array([
+        [0.1, 0.9, 0.0, 0.1],   # image 0: best text is 1 (positive) -> rank 0
+        [0.0, 0.1, 0.3, 0.5],   # image 1: text 3 first, its text 2 second
+        [0.9, 0.0, 0.1, 0.2],   # image 2: text 0, 3 -> text 3 at rank 1
+    ])
+    r = retrieval_metrics(sim, positives_from_text_to_image(t2i, 3), ks=(1, 2))
+    assert r["tr@1"] == pytest.approx(100 / 3)
+    assert r["tr@2"] == pytest.approx(100.0)
+    # text columns: t0 -> image 2 best (image 0 second), t1 -> image 0 best,
+    # t2 -> image 1 best, t3 -> image 1 best (image 2 second)
+    assert r["ir@1"] == pytest.approx(50.0)
+    assert r["ir@2"] == pytest.approx(100.0)
+    assert r["r_mean"] == pytest.approx((100 / 3 + 100 + 50 + 100) / 4)

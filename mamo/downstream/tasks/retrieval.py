@@ -12,7 +12,7 @@ import torch
 
 from mamo.downstream.readers import KarpathyImage, read_karpathy
 from mamo.downstream.tasks.common import Context, TaskState, train_loop
-from mamo.evaluation.retrieval import rerank_with_itm, reranked_metrics, retrieval_metrics
+from mamo.evaluation.retrieval import retrieval_metrics
 
 
 def load_split(ctx: Context, split: str) -> list[KarpathyImage]:
@@ -47,46 +47,20 @@ def finetune(ctx: Context, model) -> TaskState:
 
 @torch.no_grad()
 def evaluate(ctx: Context, model, state: TaskState | None = None, batch_size: int = 64) -> dict[str, Any]:
+    """Zero-shot/fine-tuned retrieval on the eval split, scored as the pre-training
+    evaluation scores it (``mamo.evaluation.scoring``)."""
+    from mamo.evaluation.scoring import ModelScorer, score_retrieval
+    from mamo.loader import TextTokenizer
+
     images = load_split(ctx, ctx.cfg.data.eval_split)
-    model.eval()
-    # captions can repeat (synthetic data): retrieve among distinct texts
-    texts = list(dict.fromkeys(c for im in images for c in im.captions))
-    t_index = {t: j for j, t in enumerate(texts)}
-    positives = np.zeros((len(images), len(texts)), dtype=bool)
-    for i, im in enumerate(images):
-        for c in im.captions:
-            positives[i, t_index[c]] = True
-    img_emb, img_feat, txt_emb, txt_mask, txt_feat = [], [], [], [], []
-    for s in range(0, len(images), batch_size):
-        e, f = model.encode_image(ctx.image_tensor([im.filename for im in images[s: s + batch_size]]))
-        img_emb.append(e)
-        img_feat.append(f)
-    L = ctx.cfg.data.max_text_len
-    for s in range(0, len(texts), batch_size):
-        ids, mask = ctx.text(texts[s: s + batch_size])
-        e, f = model.encode_text(ids, mask)
-        pad = L - ids.shape[1]  # pad to one length so that batches concatenate
-        txt_emb.append(torch.nn.functional.pad(e, (0, 0, 0, pad)))
-        txt_mask.append(torch.nn.functional.pad(mask, (0, pad)))
-        txt_feat.append(f)
-    img_emb, img_feat = torch.cat(img_emb), torch.cat(img_feat)
-    txt_emb, txt_mask, txt_feat = torch.cat(txt_emb), torch.cat(txt_mask), torch.cat(txt_feat)
-    sim = (img_feat @ txt_feat.T).float().cpu().numpy()
-    itc = retrieval_metrics(sim, positives)
-
-    def score_pairs(ii: np.ndarray, jj: np.ndarray) -> np.ndarray:
-        out = []
-        for s in range(0, len(ii), batch_size):
-            i = torch.as_tensor(ii[s: s + batch_size], device=img_emb.device)
-            j = torch.as_tensor(jj[s: s + batch_size], device=img_emb.device)
-            out.append(model.itm_score(img_emb[i], txt_emb[j], txt_mask[j]).float().cpu())
-        return torch.cat(out).numpy()
-
-    s_i2t, s_t2i = rerank_with_itm(sim, score_pairs, k=ctx.cfg.options.retrieval_k)
-    itm = reranked_metrics(s_i2t, s_t2i, positives)
+    k = ctx.cfg.options.retrieval_k
+    scorer = ModelScorer(model, TextTokenizer(ctx.cfg.data.max_text_len), ctx.device, batch_size)
+    batches = (ctx.image_tensor([im.filename for im in images[s: s + batch_size]])
+               for s in range(0, len(images), batch_size))
+    r = score_retrieval(scorer, batches, [im.captions for im in images], k)
     rng = np.random.default_rng(0)
-    chance = [retrieval_metrics(rng.random(sim.shape), positives) for _ in range(5)]
+    chance = [retrieval_metrics(rng.random(r.sim.shape), r.positives) for _ in range(5)]
     return {"task": "retrieval", "split": ctx.cfg.data.eval_split, "n_images": len(images),
-            "n_texts": len(texts), "itc": itc, "itm_rerank": itm, "k": ctx.cfg.options.retrieval_k,
-            "r_mean": itm["r_mean"],
-            "baseline_chance": {k: float(np.mean([c[k] for c in chance])) for k in chance[0]}}
+            "n_texts": len(r.texts), "itc": r.itc, "itm_rerank": r.itm_rerank, "k": k,
+            "r_mean": r.itm_rerank["r_mean"],
+            "baseline_chance": {name: float(np.mean([c[name] for c in chance])) for name in chance[0]}}

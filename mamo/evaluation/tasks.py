@@ -1,5 +1,9 @@
 """Evaluate a downstream task: ``evaluate_task(task, cfg, checkpoint) -> dict``.
 
+Each task's own ``evaluate(ctx, model, state)`` stays in ``mamo.downstream.tasks.<task>``
+beside its head and data readers (a task's metric needs both); this module loads the
+checkpoint for it, runs it, and words its headline.
+
 ``checkpoint`` is a fine-tuned dir written by ``python -m mamo.finetune`` (``model.safetensors``
 + ``head.safetensors`` + ``task.json``) or, for the zero-shot tasks (retrieval, grounding),
 a pre-trained run dir / ``final/`` dir / ``model.safetensors``. VQA and NLVR2 need a
@@ -14,29 +18,26 @@ from typing import Any
 from mamo.downstream.config import FinetuneConfig
 
 
-def _log(msg: str) -> None:
-    print(f"[evaluate] {msg}", flush=True)
-
-
-def load_task_checkpoint(task: str, cfg: FinetuneConfig, checkpoint: str | Path, ctx=None, log=_log):
+def load_task_checkpoint(task: str, cfg: FinetuneConfig, checkpoint: str | Path, ctx: Any = None) -> tuple[Any, Any]:
     """``(model, TaskState)`` on the context's device."""
-    from mamo.downstream.backbone import build_backbone, load_module, resolve_init
+    from mamo.downstream.backbone import build_backbone, load_module
     from mamo.downstream.tasks import task_module
     from mamo.downstream.tasks.common import TaskState
+    from mamo.loader import weights_dir
 
-    weights, _ = resolve_init(checkpoint)
-    model, _ = build_backbone(cfg.model, cfg.loss, weights, log=log)
-    task_json = weights.parent / "task.json"
+    ckpt_dir = weights_dir(checkpoint)
+    model, _ = build_backbone(cfg.model, cfg.loss, ckpt_dir.path)
+    task_json = ckpt_dir.path / "task.json"
     state = TaskState()
     if task_json.is_file():
         info = json.loads(task_json.read_text(encoding="utf-8"))
         if info["task"] != task:
-            raise ValueError(f"{weights.parent} was fine-tuned for {info['task']!r}, not {task!r}")
+            raise ValueError(f"{ckpt_dir.path} was fine-tuned for {info['task']!r}, not {task!r}")
         state.meta = info.get("meta", {})
         mod = task_module(task)
         if hasattr(mod, "build_head"):
             state.head = mod.build_head(model, state.meta)
-            load_module(state.head, weights.parent / "head.safetensors")
+            load_module(state.head, ckpt_dir.path / "head.safetensors")
     elif task in ("vqa", "nlvr2"):
         raise ValueError(f"{checkpoint}: task {task!r} needs a checkpoint fine-tuned by "
                          f"`python -m mamo.finetune --task {task}` (no task.json there)")
@@ -48,13 +49,13 @@ def load_task_checkpoint(task: str, cfg: FinetuneConfig, checkpoint: str | Path,
 
 
 def evaluate_task(task: str, cfg: FinetuneConfig, checkpoint: str | Path,
-                  out_dir: str | Path | None = None, log=_log) -> dict[str, Any]:
+                  out_dir: str | Path | None = None) -> dict[str, Any]:
     """Evaluate ``task`` on ``cfg.data.eval_split`` with the weights of ``checkpoint``."""
     from mamo.downstream.tasks import task_module
     from mamo.downstream.tasks.common import Context
 
-    ctx = Context(cfg, log=log)
-    model, state = load_task_checkpoint(task, cfg, checkpoint, ctx, log)
+    ctx = Context(cfg)
+    model, state = load_task_checkpoint(task, cfg, checkpoint, ctx)
     mod = task_module(task)
     if task == "grounding":
         return mod.evaluate(ctx, model, state, out_dir=Path(out_dir) / "heatmaps" if out_dir else None)
