@@ -1,4 +1,5 @@
-"""``python -m mamo.demo``: the whole pipeline on a fresh machine, in one command.
+"""``python -m flows.demo`` (also ``python -m mamo.demo``): the whole pipeline on a fresh
+machine, in one command.
 
 Stages (each skipped when its output exists, is valid and was made with the same settings):
 
@@ -10,27 +11,31 @@ Stages (each skipped when its output exists, is valid and was made with the same
   5. train     ``python -m mamo.train`` with the tiny preset on the CPU
   6. evaluate  retrieval (ITC, ITM re-ranking) + fine-grained benchmark + HTML report
 
-Settings: configs/demo.yaml plus dotted overrides, e.g. ``python -m mamo.demo data.n=300
+Settings: configs/demo.yaml plus dotted overrides, e.g. ``python -m flows.demo data.n=300
 train.steps=20``. ``force=[train]`` (or ``--force train``) redoes a stage and what follows.
+Every stage is a library function or CLI of ingest, concepts or mamo; the skipping is
+``flows.stages``.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
+import logging
 import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from flows.stages import REPO, Stages, resolve, run_cli, stage_env
+from mamo.core.cli import parse_args, run
 from mamo.core.config import check, load_config, to_dict
+from mamo.run_dir import RunDir
 
 STAGES: tuple[str, ...] = ("source", "ingest", "evaldata", "concepts", "train", "evaluate")
-REPO = Path(__file__).resolve().parents[1]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -86,50 +91,7 @@ class DemoConfig:
             check(s in STAGES or s == "all", "force", f"unknown stage {s!r}; stages: {list(STAGES)}")
 
 
-# ----------------------------------------------------------------------------- helpers
-
-def banner(i: int, name: str, msg: str) -> None:
-    print(f"\n=== [{i}/{len(STAGES)}] {name}: {msg}", flush=True)
-
-
-def _stamp_key(params: dict[str, Any]) -> str:
-    return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-class Stages:
-    """Runs stages in order; a stage is skipped when its stamp (params hash) matches and its
-    ``valid()`` check passes. Forcing a stage, or redoing it, invalidates the later ones."""
-
-    def __init__(self, root: Path, force: list[str]):
-        self.root = root
-        self.stamps = root / "stages"
-        self.stamps.mkdir(parents=True, exist_ok=True)
-        self.force = set(STAGES) if "all" in force else set(force)
-        self.redone = False
-        self.timings: dict[str, float] = {}
-
-    def run(self, name: str, params: dict[str, Any], valid: Callable[[], bool], do: Callable[[], None]) -> None:
-        i = STAGES.index(name) + 1
-        stamp = self.stamps / f"{name}.json"
-        key = _stamp_key(params)
-        old = json.loads(stamp.read_text()) if stamp.is_file() else {}
-        if not self.redone and name not in self.force and old.get("key") == key and valid():
-            banner(i, name, f"done already (made in {old.get('seconds', '?')} s), skipped")
-            return
-        why = ("forced" if name in self.force else "an earlier stage was redone" if self.redone
-               else "settings changed" if old else "first run")
-        banner(i, name, f"running ({why})")
-        stamp.unlink(missing_ok=True)
-        t0 = time.time()
-        do()
-        if not valid():
-            raise SystemExit(f"stage {name} finished but its output is not valid; see the messages above")
-        secs = round(time.time() - t0, 1)
-        stamp.write_text(json.dumps({"key": key, "params": params, "seconds": secs}, default=str))
-        self.timings[name] = secs
-        self.redone = True
-        print(f"--- {name} done in {secs} s", flush=True)
-
+# ----------------------------------------------------------------------------- the demo
 
 def _manifest_ok(version_dir: Path) -> bool:
     try:
@@ -141,40 +103,17 @@ def _manifest_ok(version_dir: Path) -> bool:
         return False
 
 
-def _sub(cmd: list[str], env: dict[str, str] | None = None) -> None:
-    """Run a stage's CLI in a child process (its own progress output goes to the console)."""
-    print("$ " + " ".join(cmd), flush=True)
-    r = subprocess.run(cmd, cwd=REPO, env=env)
-    if r.returncode != 0:
-        raise SystemExit(f"command failed with exit code {r.returncode}: {' '.join(cmd)}")
-
-
-def quiet_env(root: Path) -> dict[str, str]:
-    """Offline, quiet Prefect with its state under the demo folder; no update checks."""
-    env = dict(os.environ)
-    env.setdefault("PREFECT_HOME", str((root / ".prefect").resolve()))
-    env.setdefault("DO_NOT_TRACK", "1")
-    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    env.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    env.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return env
-
-
-# ----------------------------------------------------------------------------- the demo
-
 def demo_root(cfg: DemoConfig) -> Path:
-    return (REPO / cfg.out) if not Path(cfg.out).is_absolute() else Path(cfg.out)
+    return resolve(cfg.out)
 
 
 def prepare_data(cfg: DemoConfig, st: Stages | None = None) -> tuple[Path, Path]:
     """Stages 1-4: the downloaded training version (with concepts) and the held-out version.
-    Returns ``(train_version_dir, eval_version_dir)``; reused by ``mamo.ablation``."""
+    Returns ``(train_version_dir, eval_version_dir)``; reused by ``flows.ablation``."""
     root = demo_root(cfg)
     root.mkdir(parents=True, exist_ok=True)
-    os.environ.update(quiet_env(root))
-    st = st or Stages(root, cfg.force)
+    os.environ.update(stage_env(root))  # this process (ingest in-process, evaluation) as its children
+    st = st or Stages(root, STAGES, cfg.force)
     d = cfg.data
     py = sys.executable
     source = root / "source"
@@ -206,16 +145,16 @@ def prepare_data(cfg: DemoConfig, st: Stages | None = None) -> tuple[Path, Path]
         if train_version.exists():
             shutil.rmtree(train_version)
         with serve_directory(source) as base:
-            print(f"serving {source} at {base}", flush=True)
+            log.info("serving %s at %s", source, base)
             table = url_table_for(source, base)
-            _sub([py, "-m", "flows", "run", "ingest",
-                  f"out={data_root}", "dataset=synthetic", "version=train",
-                  f"samples_per_shard={d.samples_per_shard}",
-                  "source.kind=urls", f"source.path={table}",
-                  "source.extra_cols=[synthetic]", "source.json_cols=[synthetic]",
-                  f"download.image_size={d.image_size}", "download.allow_private=true",
-                  f"download.processes={d.download_processes}", f"download.threads={d.download_threads}"],
-                 env=quiet_env(root))
+            run_cli([py, "-m", "flows", "run", "ingest",
+                     f"out={data_root}", "dataset=synthetic", "version=train",
+                     f"samples_per_shard={d.samples_per_shard}",
+                     "source.kind=urls", f"source.path={table}",
+                     "source.extra_cols=[synthetic]", "source.json_cols=[synthetic]",
+                     f"download.image_size={d.image_size}", "download.allow_private=true",
+                     f"download.processes={d.download_processes}", f"download.threads={d.download_threads}"],
+                    env=stage_env(root))
 
     st.run("ingest", {"n": d.n, "seed": d.seed, "size": d.image_size, "shard": d.samples_per_shard},
            lambda: _manifest_ok(train_version), do_ingest)
@@ -234,7 +173,7 @@ def prepare_data(cfg: DemoConfig, st: Stages | None = None) -> tuple[Path, Path]
 
     # 4. concepts (the flow writes concepts/<vocab_id>/ and concepts/LATEST)
     def do_concepts() -> None:
-        _sub([py, "-m", "flows", "run", "concepts", f"version_dir={train_version}"], env=quiet_env(root))
+        run_cli([py, "-m", "flows", "run", "concepts", f"version_dir={train_version}"], env=stage_env(root))
 
     st.run("concepts", {"version": str(train_version)},
            lambda: (train_version / "concepts" / "LATEST").is_file(), do_concepts)
@@ -244,21 +183,22 @@ def prepare_data(cfg: DemoConfig, st: Stages | None = None) -> tuple[Path, Path]
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     root = demo_root(cfg)
     t_start = time.time()
-    st = Stages(root, cfg.force)
+    st = Stages(root, STAGES, cfg.force)
     train_version, eval_version = prepare_data(cfg, st)
     py = sys.executable
     run_dir = root / cfg.run_name
+    rd = RunDir(run_dir)
 
     # 5. train tiny on the CPU
-    model_file = run_dir / "final" / "model.safetensors"
+    model_file = rd.final.weights
 
     def do_train() -> None:
         if run_dir.exists():
             shutil.rmtree(run_dir)  # a stale run would be resumed, not retrained
-        _sub([py, "-m", "mamo.train", "--config", cfg.train.config,
-              f"data.version_dir={train_version}", f"data.eval_version_dir={eval_version}",
-              f"run.dir={root}", f"run.name={cfg.run_name}", f"train.steps={cfg.train.steps}",
-              f"train.num_threads={cfg.train.threads}", *cfg.train.overrides], env=quiet_env(root))
+        run_cli([py, "-m", "mamo.train", "--config", cfg.train.config,
+                 f"data.version_dir={train_version}", f"data.eval_version_dir={eval_version}",
+                 f"run.dir={root}", f"run.name={cfg.run_name}", f"train.steps={cfg.train.steps}",
+                 f"train.num_threads={cfg.train.threads}", *cfg.train.overrides], env=stage_env(root))
 
     st.run("train", {"config": cfg.train.config, "steps": cfg.train.steps, "overrides": cfg.train.overrides,
                      "data": str(train_version)},
@@ -267,8 +207,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     # 6. evaluate + report
     from mamo.evaluate import evaluate, print_headline
 
-    results_file = run_dir / "results.json"
-    report = run_dir / "report" / "index.html"
+    results_file = rd.results
+    report = rd.report_index
 
     def do_evaluate() -> None:
         evaluate(run_dir=run_dir, data=eval_version, k=cfg.eval.k, max_items=cfg.eval.max_items,
@@ -289,17 +229,20 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mamo.demo", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(REPO / "configs" / "demo.yaml"), help="demo YAML config")
     p.add_argument("--force", action="append", default=[], choices=[*STAGES, "all"],
                    help="redo this stage and everything after it (repeatable)")
     p.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. data.n=300 train.steps=20")
-    a = p.parse_args(argv)
-    cfg = load_config(DemoConfig, a.config, a.overrides)
-    cfg.force = [*cfg.force, *a.force]
-    run_demo(cfg)
-    return 0
+
+    def demo() -> None:
+        a = parse_args(p, argv)
+        cfg = load_config(DemoConfig, a.config, a.overrides)
+        cfg.force = [*cfg.force, *a.force]
+        run_demo(cfg)
+
+    return run(demo)
 
 
 if __name__ == "__main__":
