@@ -1,6 +1,6 @@
-"""`python -m mamo.demo` (the shim of flows.demo) end to end with a small setting: real HTTP download through the
-Prefect flow, concepts flow, tiny training, evaluation, report. Then a second run must reuse
-every stage."""
+"""`python -m mamo.demo` (the entry-point shim of flows.demo) end to end with a small setting:
+real HTTP download through the Prefect flow, concepts flow, tiny training, evaluation, report.
+Then a second run must reuse every stage."""
 import os
 import subprocess
 import sys
