@@ -8,6 +8,9 @@
 flow takes ``config_path`` (from ``--config``) and ``overrides`` (the dotted ``key=value``
 arguments); a ``NAME=VALUE`` whose NAME is another parameter of the flow (e.g.
 ``version_dir=...`` for the concepts flows) is passed to the flow as that parameter.
+
+The demo and the ablation, which run the whole pipeline, are ``python -m flows.demo`` and
+``python -m flows.ablation``.
 """
 from __future__ import annotations
 
@@ -16,7 +19,12 @@ import json
 import os
 import sys
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+from mamo.core.cli import UserError, parse_args, run
+from mamo.core.env import apply_quiet_service_env
+
+# here Prefect's INFO log is the flow run's progress; the rest of the quiet environment applies
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+apply_quiet_service_env()
 
 
 def _split_args(flow_obj, items: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -25,7 +33,7 @@ def _split_args(flow_obj, items: list[str]) -> tuple[dict[str, str], list[str]]:
     for it in items:
         key, sep, value = it.partition("=")
         if not sep:
-            raise SystemExit(f"expected NAME=VALUE or dotted.key=value, got {it!r}")
+            raise UserError(f"expected NAME=VALUE or dotted.key=value, got {it!r}")
         if key in names:
             params[key] = value
         else:
@@ -38,7 +46,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
     from flows.serve import flow_parameters
 
     f = get_flow(a.name)
-    params, overrides = _split_args(f, a.items)
+    params, overrides = _split_args(f, a.overrides)
     config = os.path.abspath(a.config) if a.config else None
     result = f(**flow_parameters(f, config, overrides, params))
     print(json.dumps(result, default=str, indent=1))
@@ -68,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "PREFECT_API_URL is set)")
     s.add_argument("name", help="flow name (see `python -m flows list`)")
     s.add_argument("--config", default=None, help="YAML config of the flow's stage")
-    s.add_argument("items", nargs="*", help="PARAM=VALUE or dotted.key=value overrides")
+    s.add_argument("overrides", metavar="ITEM", nargs="*", help="PARAM=VALUE or dotted.key=value overrides")
     s.set_defaults(fn=_cmd_run)
     s = sub.add_parser("serve", help="serve deployments with cron schedules (needs "
                        "PREFECT_API_URL)")
@@ -82,14 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    # dotted overrides may follow options (argparse alone would reject "--config X a=b")
-    args, extra = parser.parse_known_args(argv)
-    bad = [e for e in extra if e.startswith("-") or "=" not in e]
-    if bad or (extra and not hasattr(args, "items")):
-        parser.error(f"unrecognized arguments: {' '.join(bad or extra)}")
-    if extra:
-        args.items = list(args.items) + extra
-    return args.fn(args)
+
+    def cli() -> int:
+        args = parse_args(parser, argv)
+        return args.fn(args)
+
+    return run(cli)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from mamo.core.cli import UserError
+
 FLOWS: dict[str, str] = {
     "ingest": "flows.ingest_flow:ingest_flow",
     "concepts": "flows.concepts_flow:concepts_flow",
@@ -13,6 +15,6 @@ FLOWS: dict[str, str] = {
 
 def get_flow(name: str) -> Any:
     if name not in FLOWS:
-        raise SystemExit(f"unknown flow {name!r}; known: {', '.join(sorted(FLOWS))}")
+        raise UserError(f"unknown flow {name!r}; known: {', '.join(sorted(FLOWS))}")
     module, attr = FLOWS[name].split(":")
     return getattr(importlib.import_module(module), attr)

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from mamo.core.cli import UserError
 from mamo.core.config import check, load_config
 
 
@@ -65,12 +66,12 @@ def flow_parameters(flow_obj: Any, config_path: str | None, overrides: list[str]
         params["overrides"] = list(overrides)
     unknown = set(params) - names
     if unknown:
-        raise SystemExit(f"flow {flow_obj.name!r} has no parameter(s) {sorted(unknown)}; "
-                         f"it takes {sorted(names)}")
+        raise UserError(f"flow {flow_obj.name!r} has no parameter(s) {sorted(unknown)}; "
+                        f"it takes {sorted(names)}")
     missing = [n for n in flow_obj.parameters.required or [] if n not in params]
     if missing:
-        raise SystemExit(f"flow {flow_obj.name!r} needs parameter(s) {missing} "
-                         "(pass NAME=VALUE)")
+        raise UserError(f"flow {flow_obj.name!r} needs parameter(s) {missing} "
+                        "(pass NAME=VALUE)")
     return params
 
 
@@ -94,9 +95,9 @@ def build_deployments(cfg: ServeConfig) -> list[Any]:
 def serve(config_path: str | None, overrides: list[str] | None = None) -> None:
     """Register the deployments and run their scheduled flow runs until interrupted."""
     if not os.environ.get("PREFECT_API_URL"):
-        raise SystemExit("serving needs a Prefect server: start one with `prefect server start "
-                         "--host 127.0.0.1 --port 4200` and set "
-                         "PREFECT_API_URL=http://127.0.0.1:4200/api")
+        raise UserError("serving needs a Prefect server: start one with `prefect server start "
+                        "--host 127.0.0.1 --port 4200` and set "
+                        "PREFECT_API_URL=http://127.0.0.1:4200/api")
     cfg = load_config(ServeConfig, config_path, overrides or [])
     from prefect import serve as prefect_serve
 

@@ -8,12 +8,9 @@ import os
 import tempfile
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="mamo-prefect-home-"))
+from mamo.core.env import apply_quiet_service_env  # noqa: E402 - torch-free, imports no stage
+
+apply_quiet_service_env(prefect_home=tempfile.mkdtemp(prefix="mamo-prefect-home-"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Tests never write the user's kernel tuning cache (kernels/tuning.py).
 os.environ.setdefault("MAMO_TUNING_CACHE", os.path.join(tempfile.mkdtemp(prefix="mamo-tuning-"), "kernel_tuning.json"))

@@ -1,8 +1,9 @@
 """The ablation's aggregation over seeds (mean, sample std, range) and its table/figure."""
 import pytest
 
-from mamo.ablation import AblationConfig, format_table, plot_summary, summarize
+from flows.ablation import AblationConfig
 from mamo.core.config import ConfigError, load_config
+from mamo.evaluation.ablation import format_table, plot_summary, summarize
 
 
 def _res(fg, r):

@@ -1,6 +1,6 @@
-"""`python -m mamo.demo` end to end with a small setting: real HTTP download through the
-Prefect flow, concepts flow, tiny training, evaluation, report. Then a second run must reuse
-every stage."""
+"""`python -m mamo.demo` (the entry-point shim of flows.demo) end to end with a small setting:
+real HTTP download through the Prefect flow, concepts flow, tiny training, evaluation, report.
+Then a second run must reuse every stage."""
 import os
 import subprocess
 import sys
@@ -10,7 +10,7 @@ import pytest
 
 from mamo.evaluation.report import SECTIONS, check_report
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMALL = ["data.n=300", "data.eval_n=100", "train.steps=20", "eval.max_items=100", "eval.k=8"]
 
 

@@ -18,6 +18,7 @@ from ingest.accounting import read_failures
 from ingest.synthetic import SyntheticConfig
 from ingest.synthetic_version import url_table_for, write_synthetic_url_source
 from ingest.verify import verify_version
+from mamo.core.cli import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -174,7 +175,7 @@ def test_cli_maps_arguments_onto_any_registered_flow():
     assert params == {"version_dir": "data/x/v1"} and overrides == ["vocab.min_count=2"]
     assert flow_parameters(concepts, "/c.yaml", overrides, params) == {
         "version_dir": "data/x/v1", "config_path": "/c.yaml", "overrides": ["vocab.min_count=2"]}
-    with pytest.raises(SystemExit, match="version_dir"):
+    with pytest.raises(UserError, match="version_dir"):
         flow_parameters(concepts, None, [], {})
     ingest = get_flow("ingest")
     params, overrides = _split_args(ingest, ["version=v2", "source.kind=synthetic"])
