@@ -253,7 +253,7 @@ def _config_error(cls: type, err: ValidationError, prefix: str) -> ConfigError:
     if kind == "string_too_short" and ctx.get("min_length") == 1:
         return ConfigError(key, "must not be empty")
     if kind == "string_pattern_mismatch":
-        return ConfigError(key, f"must match the pattern {ctx.get('pattern')!r}{got}")
+        return ConfigError(key, f"must match the regular expression {ctx.get('pattern')}{got}")
     simple = {
         "int_type": "must be an integer", "int_parsing": "must be an integer",
         "int_from_float": "must be an integer", "float_type": "must be a number",
