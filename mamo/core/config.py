@@ -217,6 +217,18 @@ def _dotted(prefix: str, loc: tuple[Any, ...]) -> str:
     return key
 
 
+# pydantic error type -> what the value must be
+_MESSAGES = {
+    "int_type": "must be an integer", "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer", "float_type": "must be a number",
+    "float_parsing": "must be a number", "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false", "string_type": "must be a string",
+    "path_type": "must be a path", "list_type": "must be a list", "tuple_type": "must be a list",
+    "dict_type": "must be a mapping", "dataclass_type": "must be a mapping (a section)",
+    "dataclass_exact_type": "must be a mapping (a section)", "model_type": "must be a mapping",
+}
+
+
 def _config_error(cls: type, err: ValidationError, prefix: str) -> ConfigError:
     """The first of pydantic's errors, worded for a person editing YAML."""
     e = err.errors(include_url=False)[0]
@@ -254,17 +266,8 @@ def _config_error(cls: type, err: ValidationError, prefix: str) -> ConfigError:
         return ConfigError(key, "must not be empty")
     if kind == "string_pattern_mismatch":
         return ConfigError(key, f"must match the regular expression {ctx.get('pattern')}{got}")
-    simple = {
-        "int_type": "must be an integer", "int_parsing": "must be an integer",
-        "int_from_float": "must be an integer", "float_type": "must be a number",
-        "float_parsing": "must be a number", "bool_type": "must be true or false",
-        "bool_parsing": "must be true or false", "string_type": "must be a string",
-        "path_type": "must be a path", "list_type": "must be a list", "tuple_type": "must be a list",
-        "dict_type": "must be a mapping", "dataclass_type": "must be a mapping (a section)",
-        "dataclass_exact_type": "must be a mapping (a section)", "model_type": "must be a mapping",
-    }
-    if kind in simple:
-        return ConfigError(key, simple[kind] + got)
+    if kind in _MESSAGES:
+        return ConfigError(key, _MESSAGES[kind] + got)
     if isinstance(cause, Exception):
         return ConfigError(key, str(cause))
     return ConfigError(key, e["msg"] + got)
@@ -316,10 +319,10 @@ def _annotation_at(cls: type, loc: tuple[Any, ...]) -> tuple[Any, list[Any]]:
     for part in loc:
         origin, args = get_origin(tp), get_args(tp)
         if dataclasses.is_dataclass(tp) and isinstance(part, str):
-            hints = get_type_hints(tp, include_extras=True)
-            if part not in hints:
+            try:
+                tp = get_type_hints(tp, include_extras=True)[part]
+            except (KeyError, NameError, TypeError):  # e.g. a class local to a function
                 return None, []
-            tp = hints[part]
         elif origin in (list, tuple) and isinstance(part, int) and args:
             fixed = origin is tuple and Ellipsis not in args
             tp = args[part] if fixed and part < len(args) else args[0]
