@@ -1,13 +1,14 @@
 """Typed configuration on pydantic: YAML files plus dotted command-line overrides.
 
-Every stage describes its settings as nested dataclasses decorated with ``@section`` (pydantic
-dataclasses: ``dataclasses.fields/replace/asdict`` work as usual); their field defaults are the
-single source of truth, and their annotations say what a value may be (``Annotated[int, Field(ge=1)]``,
-``Literal[...]``). ``load_config`` reads a YAML file, applies ``a.b.c=value`` overrides and
-lets pydantic build and check the dataclass tree; a problem is raised as a ``ConfigError``
-whose message starts with the dotted key at fault (``config key 'optim.betas[1]': ...``).
-Checks that span fields or sections live in the class's ``__post_init__`` and raise
-``ConfigError`` with the key relative to that class; the prefix is added here.
+Every stage describes its settings as nested dataclasses decorated with ``@section``
+(pydantic dataclasses, so ``dataclasses.fields/replace/asdict`` work as usual). Their field
+defaults are the single source of truth, and their annotations say what a value may be
+(``Annotated[int, Field(ge=1)]``, ``Literal[...]``). ``load_config`` reads a YAML file, applies
+``a.b.c=value`` overrides and lets pydantic build and check the tree; a problem is raised as a
+``ConfigError`` whose message starts with the dotted key at fault (``config key
+'optim.betas[1]': must be in [0, 1), got 1.5``). Checks that span fields or sections live in
+the class's ``__post_init__`` and raise ``ConfigError`` with the key relative to that class;
+the prefix is added here.
 
 ``python -m mamo.core.config schema --out configs/schema`` writes a JSON Schema per top-level
 config, which editors (the YAML language server) use to check the files in ``configs/``.
@@ -381,15 +382,15 @@ def write_schemas(out: str | Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
+    from mamo.core.cli import run
+
     p = argparse.ArgumentParser(prog="python -m mamo.core.config",
                                 description="Write the JSON Schema of every top-level config.")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("schema", help="write <out>/<name>.schema.json per top-level config")
     s.add_argument("--out", default="configs/schema", help="output folder (default: %(default)s)")
     a = p.parse_args(argv)
-    for path in write_schemas(a.out):
-        print(path)
-    return 0
+    return run(lambda: print(*write_schemas(a.out), sep="\n"))
 
 
 if __name__ == "__main__":
