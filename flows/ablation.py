@@ -25,56 +25,54 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from flows.demo import DemoConfig, prepare_data
 from flows.stages import REPO, Stamp, resolve, run_cli, stage_env, start_cli
 from mamo.core.cli import UserError, parse_args, run
-from mamo.core.config import check, load_config, to_dict
+from mamo.core.config import check, load_config, section, to_dict
 from mamo.core.files import write_json, write_text
 from mamo.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
-@dataclass
+@section
 class AblationEval:
     k: int = 16
     max_items: int = 500
     seed: int = 0
 
 
-@dataclass
+@section
 class AblationConfig:
     out: str = "runs/ablation"
     train_config: str = "configs/tiny.yaml"
-    steps: int = 400
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    steps: Annotated[int, Field(ge=1)] = 400
+    # distinct, at least one
+    seeds: Annotated[list[int], Field(min_length=1)] = field(default_factory=lambda: [0, 1, 2])
     # overrides shared by every variant (e.g. batch size)
     common: list[str] = field(default_factory=list)
-    variants: dict[str, list[str]] = field(default_factory=dict)
+    # variant name -> its dotted.key=value overrides
+    variants: dict[str, list[Annotated[str, Field(pattern="=")]]] = field(default_factory=dict)
     # the data: explicit version dirs, or (when empty) the demo's data stages with the
     # settings in `demo` (reused when already there)
     data_version: str = ""
     eval_version: str = ""
     demo: DemoConfig = field(default_factory=DemoConfig)
     # training runs at once (1 on a 2-core machine; more on a many-core/GPU machine)
-    parallel: int = 1
+    parallel: Annotated[int, Field(ge=1)] = 1
     device: str = "auto"  # for evaluation: auto = cuda when available
     threads: int = 1  # torch CPU threads of the evaluation (training: train.num_threads in common)
     eval: AblationEval = field(default_factory=AblationEval)
 
-    def validate(self, prefix: str = "") -> None:
-        check(self.steps >= 1, "steps", "must be >= 1")
-        check(len(self.seeds) >= 1, "seeds", "needs at least one seed")
-        check(self.parallel >= 1, "parallel", "must be >= 1")
+    def __post_init__(self) -> None:
         check(bool(self.data_version) == bool(self.eval_version), "eval_version",
               "give both data_version and eval_version, or neither")
         check(len(set(self.seeds)) == len(self.seeds), "seeds", "must be distinct")
-        for name, ov in self.variants.items():
-            check(isinstance(ov, list) and all(isinstance(o, str) and "=" in o for o in ov),
-                  f"variants.{name}", "must be a list of dotted.key=value strings")
 
 
 def run_name(variant: str, seed: int) -> str:

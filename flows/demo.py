@@ -25,51 +25,48 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from flows.stages import REPO, Stages, resolve, run_cli, stage_env
 from mamo.core.cli import parse_args, run
-from mamo.core.config import check, load_config, to_dict
+from mamo.core.config import check, load_config, section, to_dict
 from mamo.run_dir import RunDir
 
 STAGES: tuple[str, ...] = ("source", "ingest", "evaldata", "concepts", "train", "evaluate")
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@section
 class DemoData:
-    n: int = 3000  # training pairs, downloaded over HTTP
+    n: Annotated[int, Field(ge=8)] = 3000  # training pairs, downloaded over HTTP
     seed: int = 0
-    eval_n: int = 500  # held-out pairs (another seed)
+    eval_n: Annotated[int, Field(ge=8)] = 500  # held-out pairs (another seed)
     eval_seed: int = 1
     image_size: int = 96  # side of the source images (and of the stored JPEGs)
     samples_per_shard: int = 1000
     download_processes: int = 1
     download_threads: int = 8
 
-    def validate(self, prefix: str = "") -> None:
-        check(self.n >= 8, f"{prefix}.n", "must be >= 8")
-        check(self.eval_n >= 8, f"{prefix}.eval_n", "must be >= 8")
-        check(self.seed != self.eval_seed, f"{prefix}.eval_seed", "must differ from data.seed (held out)")
+    def __post_init__(self) -> None:
+        check(self.seed != self.eval_seed, "eval_seed", "must differ from data.seed (held out)")
 
 
-@dataclass
+@section
 class DemoTrain:
     config: str = "configs/tiny.yaml"
-    steps: int = 500
+    steps: Annotated[int, Field(ge=1)] = 500
     # torch CPU threads for training and evaluation. 1 by default: on a shared 2-core machine
     # oversubscribed OpenMP threads made a tiny step ~10x slower than one thread.
     threads: int = 1
     # extra dotted overrides passed to `python -m mamo.train`
     overrides: list[str] = field(default_factory=list)
 
-    def validate(self, prefix: str = "") -> None:
-        check(self.steps >= 1, f"{prefix}.steps", "must be >= 1")
 
-
-@dataclass
+@section
 class DemoEval:
     k: int = 16  # top-k of ITC re-ranked by ITM
     max_items: int = 500
@@ -77,18 +74,15 @@ class DemoEval:
     seed: int = 0  # fine-grained negatives
 
 
-@dataclass
+@section
 class DemoConfig:
     out: str = "runs/demo"
     run_name: str = "tiny"
-    force: list[str] = field(default_factory=list)  # stages to redo (and everything after)
+    # stages to redo (and everything after)
+    force: list[Literal[(*STAGES, "all")]] = field(default_factory=list)
     data: DemoData = field(default_factory=DemoData)
     train: DemoTrain = field(default_factory=DemoTrain)
     eval: DemoEval = field(default_factory=DemoEval)
-
-    def validate(self, prefix: str = "") -> None:
-        for s in self.force:
-            check(s in STAGES or s == "all", "force", f"unknown stage {s!r}; stages: {list(STAGES)}")
 
 
 # ----------------------------------------------------------------------------- the demo

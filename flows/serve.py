@@ -16,40 +16,37 @@ Schedules need a real Prefect server (``prefect server start``) whose URL is in
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import field
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from mamo.core.cli import UserError
-from mamo.core.config import check, load_config
+from mamo.core.config import check, load_config, section
 
 
-@dataclass
+@section
 class DeploymentConfig:
     flow: str = "ingest"
     name: str = ""
-    cron: str = ""  # empty: no schedule (run on demand with run_deployment)
+    # empty: no schedule (run on demand with run_deployment); else 5 (or 6) cron fields
+    cron: Annotated[str, Field(pattern=r"^((\S+\s+){4,5}\S+)?$")] = ""
     timezone: str = "UTC"
     config: str = ""
     overrides: list[str] = field(default_factory=list)
     parameters: dict[str, Any] = field(default_factory=dict)
 
-    def validate(self, prefix: str = "") -> None:
-        from flows.registry import FLOWS
+    def __post_init__(self) -> None:
+        from flows.registry import FLOWS  # the registry is the list of flows
 
-        p = f"{prefix}." if prefix else ""
-        check(self.flow in FLOWS, f"{p}flow", f"unknown flow {self.flow!r}; known: "
-              f"{sorted(FLOWS)}")
-        check(self.cron == "" or len(self.cron.split()) in (5, 6), f"{p}cron",
-              f"{self.cron!r} is not a 5-field cron expression")
+        check(self.flow in FLOWS, "flow", f"unknown flow {self.flow!r}; known: {sorted(FLOWS)}")
 
 
-@dataclass
+@section
 class ServeConfig:
-    deployments: list[DeploymentConfig] = field(default_factory=list)
+    deployments: Annotated[list[DeploymentConfig], Field(min_length=1)]  # required
 
-    def validate(self, prefix: str = "") -> None:
-        check(len(self.deployments) > 0, f"{prefix + '.' if prefix else ''}deployments",
-              "list at least one deployment")
+    def __post_init__(self) -> None:
         names = [d.name or d.flow for d in self.deployments]
         check(len(set(names)) == len(names), "deployments", f"names must be unique: {names}")
 

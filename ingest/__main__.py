@@ -19,11 +19,12 @@ USER_ERRORS = (VersionExistsError, DistributorUnavailable, ManifestError, ShardR
 
 
 def _cmd_synthetic(a: argparse.Namespace) -> int:
+    from mamo.core.config import from_dict
+
     from .synthetic import SyntheticConfig
     from .synthetic_version import write_synthetic_version
 
-    cfg = SyntheticConfig(n=a.n, seed=a.seed, image_size=a.image_size)
-    cfg.validate()
+    cfg = from_dict(SyntheticConfig, {"n": a.n, "seed": a.seed, "image_size": a.image_size})
     if a.via_http:
         from .synthetic_version import ingest_synthetic_over_http
 
@@ -39,11 +40,12 @@ def _cmd_synthetic(a: argparse.Namespace) -> int:
 
 
 def _cmd_synthetic_source(a: argparse.Namespace) -> int:
+    from mamo.core.config import from_dict
+
     from .synthetic import SyntheticConfig
     from .synthetic_version import url_table_for, write_synthetic_url_source
 
-    cfg = SyntheticConfig(n=a.n, seed=a.seed, image_size=a.image_size)
-    cfg.validate()
+    cfg = from_dict(SyntheticConfig, {"n": a.n, "seed": a.seed, "image_size": a.image_size})
     out = write_synthetic_url_source(a.out, cfg, image_format=a.format)
     if a.base_url:
         print(url_table_for(out, a.base_url))

@@ -4,24 +4,27 @@ Load with ``mamo.core.config.load_config(IngestConfig, "configs/ingest/<x>.yaml"
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import field
+from typing import Annotated, Literal
 
-from mamo.core.config import check
+from pydantic import Field
+
+from mamo.core.config import check, section
 
 from .synthetic import SyntheticConfig
+from .version import NAME_RE
 
 SourceKind = Literal["synthetic", "urls", "coco", "karpathy", "folder"]
 
 
-@dataclass
+@section
 class SourceConfig:
     kind: SourceKind = "synthetic"
     # urls: a table file or a folder of them; coco/karpathy: the captions JSON; folder: the folder
     path: str = ""
     input_format: Literal["auto", "parquet", "csv", "tsv", "jsonl"] = "auto"
-    url_col: str = "url"
-    caption_col: str = "caption"
+    url_col: Annotated[str, Field(min_length=1)] = "url"
+    caption_col: Annotated[str, Field(min_length=1)] = "caption"
     # extra input columns copied into KEY.json; those in json_cols are parsed from JSON text
     extra_cols: list[str] = field(default_factory=list)
     json_cols: list[str] = field(default_factory=list)
@@ -30,81 +33,57 @@ class SourceConfig:
     # karpathy: keep only these splits (empty = all), e.g. ["train", "restval"]
     splits: list[str] = field(default_factory=list)
 
-    def validate(self, prefix: str = "") -> None:
-        p = f"{prefix}." if prefix else ""
+    def __post_init__(self) -> None:
         if self.kind != "synthetic":
-            check(self.path != "", f"{p}path", f"is required for source kind {self.kind!r}")
-        check(self.url_col != "", f"{p}url_col", "must not be empty")
-        check(self.caption_col != "", f"{p}caption_col", "must not be empty")
+            check(self.path != "", "path", f"is required for source kind {self.kind!r}")
         for c in self.json_cols:
-            check(c in self.extra_cols, f"{p}json_cols", f"{c!r} is not listed in extra_cols")
+            check(c in self.extra_cols, "json_cols", f"{c!r} is not listed in extra_cols")
 
 
-@dataclass
+@section
 class DownloadConfig:
     """img2dataset settings (names follow img2dataset where they map 1:1)."""
 
-    image_size: int = 256
+    image_size: Annotated[int, Field(ge=8, le=4096)] = 256
     resize_mode: Literal["border", "keep_ratio", "keep_ratio_largest", "center_crop", "no"] = "border"
-    encode_quality: int = 95
-    processes: int = 2
-    threads: int = 32
-    retries: int = 1
-    timeout: int = 10
+    encode_quality: Annotated[int, Field(ge=1, le=100)] = 95
+    processes: Annotated[int, Field(ge=1)] = 2
+    threads: Annotated[int, Field(ge=1)] = 32
+    retries: Annotated[int, Field(ge=0)] = 1
+    timeout: Annotated[int, Field(ge=1)] = 10  # seconds
     # multiprocessing (default, built in); pyspark and ray need their packages installed
     distributor: Literal["multiprocessing", "pyspark", "ray"] = "multiprocessing"
     allow_private: bool = False  # loopback/private/link-local hosts; only for tests and demos
     resolve_hosts: bool = True  # resolve host names to refuse private addresses up front
     user_agent_token: str = ""
 
-    def validate(self, prefix: str = "") -> None:
-        p = f"{prefix}." if prefix else ""
-        check(8 <= self.image_size <= 4096, f"{p}image_size", "must be in [8, 4096]")
-        check(1 <= self.encode_quality <= 100, f"{p}encode_quality", "must be in [1, 100]")
-        check(self.processes >= 1, f"{p}processes", "must be >= 1")
-        check(self.threads >= 1, f"{p}threads", "must be >= 1")
-        check(self.retries >= 0, f"{p}retries", "must be >= 0")
-        check(self.timeout >= 1, f"{p}timeout", "must be >= 1 second")
 
-
-@dataclass
+@section
 class FilterConfig:
-    min_caption_chars: int = 1
+    min_caption_chars: Annotated[int, Field(ge=1)] = 1  # captions are never empty
     max_caption_chars: int = 1000
-    min_image_size: int = 32  # smaller side of the original image, pixels
-    max_image_area: float = 40_000_000.0  # original width*height; refuses decompression bombs
-    max_aspect_ratio: float = 10.0
+    min_image_size: Annotated[int, Field(ge=1)] = 32  # smaller side of the original image, pixels
+    # original width*height; refuses decompression bombs
+    max_image_area: Annotated[float, Field(gt=0)] = 40_000_000.0
+    max_aspect_ratio: Annotated[float, Field(ge=1)] = 10.0
     dedup_urls: bool = True
     dedup_images: bool = True  # by sha256 of the original image bytes
 
-    def validate(self, prefix: str = "") -> None:
-        p = f"{prefix}." if prefix else ""
-        check(self.min_caption_chars >= 1, f"{p}min_caption_chars", "must be >= 1 (captions are "
-              "never empty)")
-        check(self.max_caption_chars >= self.min_caption_chars, f"{p}max_caption_chars",
+    def __post_init__(self) -> None:
+        check(self.max_caption_chars >= self.min_caption_chars, "max_caption_chars",
               "must be >= min_caption_chars")
-        check(self.min_image_size >= 1, f"{p}min_image_size", "must be >= 1")
-        check(self.max_image_area > 0, f"{p}max_image_area", "must be > 0")
-        check(self.max_aspect_ratio >= 1, f"{p}max_aspect_ratio", "must be >= 1")
 
 
-@dataclass
+@section
 class IngestConfig:
     out: str = "data"  # root: versions go to <out>/<dataset>/<version>
-    dataset: str = "synthetic"
-    version: str = "v1"
-    samples_per_shard: int = 1000  # also the download chunk size (one task per chunk)
+    dataset: Annotated[str, Field(pattern=NAME_RE.pattern)] = "synthetic"  # letters, digits, _ . -
+    version: Annotated[str, Field(pattern=NAME_RE.pattern)] = "v1"
+    # also the download chunk size (one task per chunk)
+    samples_per_shard: Annotated[int, Field(ge=1)] = 1000
     overwrite: bool = False  # replace a complete version (otherwise refused)
     progress: bool = True
     source: SourceConfig = field(default_factory=SourceConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
-
-    def validate(self, prefix: str = "") -> None:
-        p = f"{prefix}." if prefix else ""
-        check(self.samples_per_shard >= 1, f"{p}samples_per_shard", "must be >= 1")
-        from .version import NAME_RE
-
-        check(bool(NAME_RE.match(self.dataset)), f"{p}dataset", "letters, digits, _ . - only")
-        check(bool(NAME_RE.match(self.version)), f"{p}version", "letters, digits, _ . - only")

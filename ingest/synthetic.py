@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Annotated, Any, Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw
+from pydantic import Field
+
+from mamo.core.config import check, section
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "white")
@@ -48,30 +51,24 @@ RELATION_PHRASE: dict[str, str] = {"left of": "to the left of", "right of": "to 
                                    "above": "above", "below": "below"}
 
 
-@dataclass
+Weight = Annotated[float, Field(ge=0)]
+
+
+@section
 class SyntheticConfig:
     """Generation settings (also a section of the ingest config)."""
 
-    n: int = 2000
+    n: Annotated[int, Field(ge=0)] = 2000
     seed: int = 0
-    image_size: int = 96
+    image_size: Annotated[int, Field(ge=16, le=1024)] = 96
     # relative frequency of the scene kinds single / count / relation
-    kind_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    jpeg_quality: int = 92
+    kind_weights: tuple[Weight, Weight, Weight] = (1.0, 1.0, 1.0)
+    jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 92
     # amplitude (0-255) of the background texture noise; 0 gives a plain background
-    texture: float = 10.0
+    texture: Annotated[float, Field(ge=0, le=64)] = 10.0
 
-    def validate(self, prefix: str = "") -> None:
-        from mamo.core.config import check
-
-        p = f"{prefix}." if prefix else ""
-        check(self.n >= 0, f"{p}n", "must be >= 0")
-        check(16 <= self.image_size <= 1024, f"{p}image_size", "must be in [16, 1024]")
-        check(len(self.kind_weights) == 3 and all(w >= 0 for w in self.kind_weights)
-              and sum(self.kind_weights) > 0, f"{p}kind_weights",
-              "must be three non-negative numbers with a positive sum")
-        check(1 <= self.jpeg_quality <= 100, f"{p}jpeg_quality", "must be in [1, 100]")
-        check(0 <= self.texture <= 64, f"{p}texture", "must be in [0, 64]")
+    def __post_init__(self) -> None:
+        check(sum(self.kind_weights) > 0, "kind_weights", "must have a positive sum")
 
 
 # ---------------------------------------------------------------------------- captions

@@ -2,7 +2,8 @@
 
 One room each:
 
-- ``mamo.core.config``: typed configuration (YAML + dotted overrides, errors naming the key)
+- ``mamo.core.config``: typed configuration on pydantic (YAML + dotted overrides, errors naming
+  the key, a JSON Schema per top-level config)
 - ``mamo.core.files``: atomic writes (one temp-naming scheme for the whole project)
 - ``mamo.core.logs``: logging set-up, once per process, rank-aware
 - ``mamo.core.cli``: the CLI runner (options and overrides in any order; one-line errors, exit 2)

@@ -4,16 +4,20 @@ Light module (no torch, no DALI) so that training configs can embed ``DataConfig
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from mamo.core.config import check
+from pydantic import Field
+
+from mamo.core.config import check, section
 
 SPLITS = ("train", "eval")
+Positive = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
-@dataclass
+@section
 class AugmentConfig:
     """Image augmentation. Crop windows and flips are drawn in Python from
     (seed, epoch, sample) so that DALI and the PyTorch fallback apply the very same ones and a
@@ -21,28 +25,23 @@ class AugmentConfig:
 
     # RandomResizedCrop (train): area fraction and aspect-ratio range of the crop window
     # (ALBEF's pre-training setting).
-    crop_scale: tuple[float, float] = (0.5, 1.0)
-    crop_ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+    crop_scale: tuple[Fraction, Fraction] = (0.5, 1.0)
+    crop_ratio: tuple[Positive, Positive] = (3.0 / 4.0, 4.0 / 3.0)
     # Horizontal flip probability. 0 by default: a flip turns "a red circle left of a blue
     # square" into an image whose caption is false (the synthetic data, and real captions
     # with "left"/"right", would teach the model wrong spatial words).
-    hflip_prob: float = 0.0
+    hflip_prob: Annotated[float, Field(ge=0, le=1)] = 0.0
     # Eval: centre square of side min(w, h) * fraction, resized to image_size (1.0 keeps the
     # whole shorter side, i.e. "resize shorter side + centre crop"; 0.875 = 224/256 style).
-    eval_crop_fraction: float = 1.0
+    eval_crop_fraction: Fraction = 1.0
 
-    def validate(self, prefix: str = "") -> None:
-        p = f"{prefix}." if prefix else ""
-        lo, hi = self.crop_scale
-        check(0.0 < lo <= hi <= 1.0, p + "crop_scale", f"needs 0 < min <= max <= 1, got {self.crop_scale}")
-        lo, hi = self.crop_ratio
-        check(0.0 < lo <= hi, p + "crop_ratio", f"needs 0 < min <= max, got {self.crop_ratio}")
-        check(0.0 <= self.hflip_prob <= 1.0, p + "hflip_prob", f"must be in [0, 1], got {self.hflip_prob}")
-        check(0.0 < self.eval_crop_fraction <= 1.0, p + "eval_crop_fraction",
-              f"must be in (0, 1], got {self.eval_crop_fraction}")
+    def __post_init__(self) -> None:
+        for name in ("crop_scale", "crop_ratio"):
+            lo, hi = getattr(self, name)
+            check(lo <= hi, name, f"needs min <= max, got {getattr(self, name)}")
 
 
-@dataclass
+@section
 class DataConfig:
     """Where the data is and how batches are made (docs/ARCHITECTURE.md section 3)."""
 
@@ -51,12 +50,12 @@ class DataConfig:
     # Version used for split="eval"; None = the same version as training.
     eval_version_dir: Path | None = None
     # Concept vocabulary: "latest" follows concepts/LATEST; "none" = no concept labels
-    # (all -100; for the MLM ablation or data without annotations).
-    vocab_id: str = "latest"
-    image_size: int = 256
-    batch_size: int = 64
+    # (all -100; for the MLM ablation or data without annotations). Never empty.
+    vocab_id: Annotated[str, Field(min_length=1)] = "latest"
+    image_size: Annotated[int, Field(ge=8)] = 256
+    batch_size: Annotated[int, Field(ge=1)] = 64
     # Caption length in WordPieces including [CLS]/[SEP] (base 40; the tiny preset ~24).
-    max_text_len: int = 40
+    max_text_len: Annotated[int, Field(ge=2)] = 40
     label_pieces: Literal["all", "first"] = "all"
     # "auto": DALI when importable, else the PyTorch fallback.
     backend: Literal["auto", "dali", "torch"] = "auto"
@@ -65,29 +64,18 @@ class DataConfig:
     decode: Literal["auto", "cpu", "mixed"] = "auto"
     # CUDA device for decode="mixed"; None = torch.cuda.current_device().
     device_id: int | None = None
-    num_threads: int = 2  # DALI CPU threads
-    num_workers: int = 2  # DataLoader worker processes of the fallback (0 = in-process)
+    num_threads: Annotated[int, Field(ge=1)] = 2  # DALI CPU threads
+    # DataLoader worker processes of the fallback (0 = in-process)
+    num_workers: Annotated[int, Field(ge=0)] = 2
     # Shuffle (train): shard order is permuted per epoch, then samples pass through a
     # shuffle buffer of this many samples (>= dataset size = a full permutation).
-    shuffle_buffer: int = 10000
+    shuffle_buffer: Annotated[int, Field(ge=1)] = 10000
     seed: int = 0
     # Train only: drop this rank's last partial batch. Eval always keeps it.
     drop_last: bool = True
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    std: tuple[Positive, Positive, Positive] = (0.229, 0.224, 0.225)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-
-    def validate(self, prefix: str = "") -> None:
-        p = f"{prefix}." if prefix else ""
-        check(self.image_size >= 8, p + "image_size", f"must be >= 8, got {self.image_size}")
-        check(self.batch_size >= 1, p + "batch_size", f"must be >= 1, got {self.batch_size}")
-        check(self.max_text_len >= 2, p + "max_text_len", f"must be >= 2, got {self.max_text_len}")
-        check(self.num_threads >= 1, p + "num_threads", f"must be >= 1, got {self.num_threads}")
-        check(self.num_workers >= 0, p + "num_workers", f"must be >= 0, got {self.num_workers}")
-        check(self.shuffle_buffer >= 1, p + "shuffle_buffer", f"must be >= 1, got {self.shuffle_buffer}")
-        check(bool(self.vocab_id), p + "vocab_id", "must not be empty (use 'latest' or 'none')")
-        check(all(s > 0 for s in self.std), p + "std", f"must be positive, got {self.std}")
-        self.augment.validate(p + "augment")
 
     def version_for(self, split: str) -> Path:
         """The dataset version directory a split reads."""

@@ -48,7 +48,6 @@ class Loader:
 
     def __init__(self, cfg: DataConfig, split: str, rank: int = 0, world_size: int = 1, epoch: int = 0,
                  tokenizer: Any = None):
-        cfg.validate("data")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
         self.cfg, self.split, self.train = cfg, split, split == "train"

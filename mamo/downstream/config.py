@@ -7,18 +7,21 @@ initialised backbone (``init: null``, e.g. in tests and for the no-pre-training 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, get_args
 
-from mamo.core.config import check
+from pydantic import Field
+
+from mamo.core.config import section
 from mamo.model.config import LossConfig, ModelConfig
 
-TASKS = ("retrieval", "vqa", "nlvr2", "grounding")
 Task = Literal["retrieval", "vqa", "nlvr2", "grounding"]
+TASKS: tuple[str, ...] = get_args(Task)
+AtLeast0 = Annotated[int, Field(ge=0)]
 
 
-@dataclass
+@section
 class TaskFiles:
     """Where a task's files are, relative to ``data.tasks_dir`` (``{split}`` is substituted).
     Defaults are the layout ``mamo.downstream.synthetic_tasks`` writes; point them at the
@@ -32,7 +35,7 @@ class TaskFiles:
     instances: str = "refcoco+/instances.json"
 
 
-@dataclass
+@section
 class TaskDataConfig:
     # Folder of the task files (synthetic: written by synthetic_tasks; created from
     # version_dir when missing and `synthetic` is true).
@@ -45,51 +48,36 @@ class TaskDataConfig:
     files: TaskFiles = field(default_factory=TaskFiles)
     train_split: str = "train"
     eval_split: str = "test"
-    image_size: int = 64
-    max_text_len: int = 32
+    image_size: Annotated[int, Field(ge=16)] = 64
+    max_text_len: Annotated[int, Field(ge=4)] = 32
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
-    def validate(self, prefix: str = "") -> None:
-        p = f"{prefix}." if prefix else ""
-        check(self.image_size >= 16, p + "image_size", f"must be >= 16, got {self.image_size}")
-        check(self.max_text_len >= 4, p + "max_text_len", f"must be >= 4, got {self.max_text_len}")
 
-
-@dataclass
+@section
 class FinetuneOptim:
-    lr: float = 1e-4          # backbone learning rate
-    head_lr: float = 1e-3     # task head learning rate (fresh weights learn faster)
+    lr: Annotated[float, Field(gt=0)] = 1e-4       # backbone learning rate
+    # task head learning rate (fresh weights learn faster)
+    head_lr: Annotated[float, Field(gt=0)] = 1e-3
     weight_decay: float = 0.02
-    warmup_steps: int = 10
-    steps: int = 200
-    batch_size: int = 32
+    warmup_steps: AtLeast0 = 10
+    steps: AtLeast0 = 200
+    batch_size: Annotated[int, Field(ge=2)] = 32
     clip_grad_norm: float = 1.0
 
-    def validate(self, prefix: str = "") -> None:
-        p = f"{prefix}." if prefix else ""
-        check(self.lr > 0, p + "lr", f"must be > 0, got {self.lr}")
-        check(self.head_lr > 0, p + "head_lr", f"must be > 0, got {self.head_lr}")
-        check(self.steps >= 0, p + "steps", f"must be >= 0, got {self.steps}")
-        check(self.batch_size >= 2, p + "batch_size", f"must be >= 2, got {self.batch_size}")
-        check(self.warmup_steps >= 0, p + "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
 
-
-@dataclass
+@section
 class TaskOptions:
-    vqa_max_answers: int = 3129       # answer vocabulary: the most frequent training answers
-    retrieval_k: int = 16             # ITC top-k re-ranked by ITM (256 COCO, 128 Flickr)
+    # answer vocabulary: the most frequent training answers
+    vqa_max_answers: Annotated[int, Field(ge=2)] = 3129
+    # ITC top-k re-ranked by ITM (256 COCO, 128 Flickr)
+    retrieval_k: Annotated[int, Field(ge=1)] = 16
     grounding_heatmaps: int = 8       # PNGs of heat maps written by evaluation
     # Grad-CAM uses the last fusion layer; "itm" weights attention by d(ITM)/d(attention)
     gradcam: Literal["itm", "attention"] = "itm"
 
-    def validate(self, prefix: str = "") -> None:
-        p = f"{prefix}." if prefix else ""
-        check(self.vqa_max_answers >= 2, p + "vqa_max_answers", "must be >= 2")
-        check(self.retrieval_k >= 1, p + "retrieval_k", "must be >= 1")
 
-
-@dataclass
+@section
 class FinetuneConfig:
     task: Task = "vqa"
     # Pre-trained weights: a run dir (runs/<name>), its final/ dir, or a model.safetensors.
@@ -104,13 +92,7 @@ class FinetuneConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # CPU threads for torch (0 = torch's default). On a loaded shared CPU, 1 is often much
     # faster than the default (measured 0.6 s vs 8 s per tiny step at load 11 on 2 cores).
-    threads: int = 0
-    log_every: int = 20
+    threads: AtLeast0 = 0
+    log_every: Annotated[int, Field(ge=1)] = 20
     out_dir: Path = Path("runs/finetune")
     name: str | None = None  # default: the task name
-
-    def validate(self, prefix: str = "") -> None:
-        p = f"{prefix}." if prefix else ""
-        check(self.task in TASKS, p + "task", f"must be one of {list(TASKS)}, got {self.task!r}")
-        check(self.log_every >= 1, p + "log_every", "must be >= 1")
-        check(self.threads >= 0, p + "threads", "must be >= 0")

@@ -63,8 +63,6 @@ class MAMO(nn.Module):
     def __init__(self, model_cfg: ModelConfig, loss_cfg: LossConfig, num_concepts: int = 0,
                  load_pretrained: bool = True):
         super().__init__()
-        model_cfg.validate()
-        loss_cfg.validate()
         self.model_cfg, self.loss_cfg = model_cfg, loss_cfg
         self.num_concepts = num_concepts
         width = model_cfg.text.width

@@ -7,53 +7,48 @@ with ``mamo.core.config.load_config(RunConfig, path, overrides)``; every impossi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import field
+from typing import Annotated, Literal
 
-from mamo.core.config import ConfigError, check, load_config
+from pydantic import Field
+
+from mamo.core.config import ConfigError, check, load_config, section
 from mamo.data.config import DataConfig
 from mamo.model.config import LossConfig, ModelConfig
 
+AtLeast0 = Annotated[int, Field(ge=0)]
+AtLeast1 = Annotated[int, Field(ge=1)]
+Beta = Annotated[float, Field(ge=0, lt=1)]
 
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
 
-
-@dataclass
+@section
 class OptimConfig:
     """AdamW + linear warm-up + cosine decay (ALBEF-like)."""
 
-    lr: float = 1e-4  # peak learning rate, reached at the end of warm-up
-    weight_decay: float = 0.02  # not applied to norms, biases, embeddings, temperature
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    warmup_steps: int = 100
+    lr: Annotated[float, Field(gt=0)] = 1e-4  # peak learning rate, reached at the end of warm-up
+    # not applied to norms, biases, embeddings, temperature
+    weight_decay: Annotated[float, Field(ge=0)] = 0.02
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
+    eps: Annotated[float, Field(gt=0)] = 1e-8
+    warmup_steps: AtLeast0 = 100
     schedule: Literal["cosine", "constant"] = "cosine"
-    min_lr_ratio: float = 0.1  # cosine ends at lr * min_lr_ratio
-    clip_grad_norm: float = 1.0  # 0 disables clipping (the norm is still logged)
-
-    def validate(self, prefix: str = "") -> None:
-        check(self.lr > 0, _join(prefix, "lr"), f"must be > 0, got {self.lr}")
-        check(self.weight_decay >= 0, _join(prefix, "weight_decay"), f"must be >= 0, got {self.weight_decay}")
-        for i, b in enumerate(self.betas):
-            check(0 <= b < 1, _join(prefix, f"betas[{i}]"), f"must be in [0, 1), got {b}")
-        check(self.eps > 0, _join(prefix, "eps"), f"must be > 0, got {self.eps}")
-        check(self.warmup_steps >= 0, _join(prefix, "warmup_steps"), f"must be >= 0, got {self.warmup_steps}")
-        check(0 <= self.min_lr_ratio <= 1, _join(prefix, "min_lr_ratio"), f"must be in [0, 1], got {self.min_lr_ratio}")
-        check(self.clip_grad_norm >= 0, _join(prefix, "clip_grad_norm"), f"must be >= 0, got {self.clip_grad_norm}")
+    # cosine ends at lr * min_lr_ratio
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
+    # 0 disables clipping (the norm is still logged)
+    clip_grad_norm: Annotated[float, Field(ge=0)] = 1.0
 
 
-@dataclass
+@section
 class TrainConfig:
     """The loop: how long, how often to log and checkpoint, numerics."""
 
-    steps: int = 0  # optimizer steps; 0 = derive from `epochs`
+    steps: AtLeast0 = 0  # optimizer steps; 0 = derive from `epochs`
     epochs: int = 1  # used only when steps == 0
-    grad_accum: int = 1  # micro-batches per optimizer step
-    log_every: int = 10  # console summary interval (metrics.jsonl gets every step)
-    ckpt_every: int = 500  # optimizer steps between checkpoints; 0 = only the final export
-    keep_last: int = 3  # checkpoints kept on disk (older ones are deleted)
-    seed: int = 0  # model init, and (with the step) every per-step masking seed
+    grad_accum: AtLeast1 = 1  # micro-batches per optimizer step
+    log_every: AtLeast1 = 10  # console summary interval (metrics.jsonl gets every step)
+    ckpt_every: AtLeast0 = 500  # optimizer steps between checkpoints; 0 = only the final export
+    keep_last: AtLeast1 = 3  # checkpoints kept on disk (older ones are deleted)
+    seed: AtLeast0 = 0  # model init, and (with the step) every per-step masking seed
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False  # torch.compile each transformer block
     # torch.compile mode for the blocks: "reduce-overhead" adds CUDA graphs (removes the
@@ -63,11 +58,11 @@ class TrainConfig:
     # Recompute each trainable block's activations in the backward instead of keeping them:
     # much less activation memory (a larger batch per GPU) for ~1/3 more compute per step.
     activation_checkpointing: bool = False
-    max_nonfinite: int = 5  # abort after this many non-finite steps in a row
+    max_nonfinite: AtLeast1 = 5  # abort after this many non-finite steps in a row
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # torch intra-op CPU threads; 0 = torch's default. On a shared CPU box 1 is often much
     # faster (OpenMP threads spin when cores are oversubscribed).
-    num_threads: int = 0
+    num_threads: AtLeast0 = 0
     # With several processes (torchrun): "ddp" replicates the model on every rank; "fsdp"
     # shards weights, gradients and optimizer state per transformer block (FSDP2), for models
     # that do not fit one GPU replicated. Checkpoints are the same either way.
@@ -80,31 +75,24 @@ class TrainConfig:
     tensorboard: bool = False  # also write TensorBoard events (needs `tensorboard` installed)
     init_from: str | None = None  # a checkpoint dir to start the weights from (same model + vocab)
 
-    def validate(self, prefix: str = "") -> None:
-        check(self.steps >= 0, _join(prefix, "steps"), f"must be >= 0, got {self.steps}")
-        check(self.epochs >= 1 or self.steps > 0, _join(prefix, "epochs"), f"must be >= 1 when steps is 0, got {self.epochs}")
-        check(self.grad_accum >= 1, _join(prefix, "grad_accum"), f"must be >= 1, got {self.grad_accum}")
-        check(self.log_every >= 1, _join(prefix, "log_every"), f"must be >= 1, got {self.log_every}")
-        check(self.ckpt_every >= 0, _join(prefix, "ckpt_every"), f"must be >= 0, got {self.ckpt_every}")
-        check(self.keep_last >= 1, _join(prefix, "keep_last"), f"must be >= 1, got {self.keep_last}")
-        check(self.seed >= 0, _join(prefix, "seed"), f"must be >= 0, got {self.seed}")
-        check(self.num_threads >= 0, _join(prefix, "num_threads"), f"must be >= 0, got {self.num_threads}")
-        check(self.max_nonfinite >= 1, _join(prefix, "max_nonfinite"), f"must be >= 1, got {self.max_nonfinite}")
+    def __post_init__(self) -> None:
+        check(self.epochs >= 1 or self.steps > 0, "epochs",
+              f"must be >= 1 when steps is 0, got {self.epochs}")
 
 
-@dataclass
+@section
 class RunSection:
     """Where the run lives: ``<dir>/<name>/`` unless ``--run-dir`` is given."""
 
     name: str = "tiny"
     dir: str = "runs"
 
-    def validate(self, prefix: str = "") -> None:
+    def __post_init__(self) -> None:
         ok = bool(self.name) and "/" not in self.name and self.name not in (".", "..")
-        check(ok, _join(prefix, "name"), f"must be a plain directory name, got {self.name!r}")
+        check(ok, "name", f"must be a plain directory name, got {self.name!r}")
 
 
-@dataclass
+@section
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -113,18 +101,16 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunSection = field(default_factory=RunSection)
 
-    def validate(self, prefix: str = "") -> None:
-        # Sections validate themselves as they are built; here only what crosses sections.
-        p = f"{prefix}." if prefix else ""
+    def __post_init__(self) -> None:
+        # Sections check themselves as they are built; here only what crosses sections.
         m, d = self.model, self.data
-        if m.text.max_positions is not None:
-            check(d.max_text_len <= m.text.max_positions, f"{p}data.max_text_len",
-                  f"must be <= model.text.max_positions={m.text.max_positions}, got {d.max_text_len}")
-        if m.vision.patch_size is not None:
-            check(d.image_size % m.vision.patch_size == 0, f"{p}data.image_size",
-                  f"must be a multiple of model.vision.patch_size={m.vision.patch_size}, got {d.image_size}")
+        check(d.max_text_len <= m.text.max_positions, "data.max_text_len",
+              f"must be <= model.text.max_positions={m.text.max_positions}, got {d.max_text_len}")
+        check(d.image_size % m.vision.patch_size == 0, "data.image_size",
+              f"must be a multiple of model.vision.patch_size={m.vision.patch_size}, "
+              f"got {d.image_size}")
         if self.loss.text_target == "concept" and self.loss.lambda_t > 0:
-            check(d.vocab_id != "none", f"{p}data.vocab_id",
+            check(d.vocab_id != "none", "data.vocab_id",
                   "is 'none' but loss.text_target=concept needs concept labels")
 
 
