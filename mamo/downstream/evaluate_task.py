@@ -53,7 +53,7 @@ def evaluate_task(task: str, cfg: FinetuneConfig, checkpoint: str | Path,
     from mamo.downstream.tasks import task_module
     from mamo.downstream.tasks.common import Context
 
-    ctx = Context(cfg, log=log)
+    ctx = Context(cfg)
     model, state = load_task_checkpoint(task, cfg, checkpoint, ctx, log)
     mod = task_module(task)
     if task == "grounding":
