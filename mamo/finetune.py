@@ -91,7 +91,8 @@ def _finetune(cfg: FinetuneConfig, info) -> dict[str, Any]:
     mod = task_module(cfg.task)
     # Every rank evaluates (identical work, no collective left unmatched); rank 0 keeps the files.
     scratch = None if main else Path(tempfile.mkdtemp(prefix="mamo-finetune-"))
-    heat_dir = (scratch or out.path) / "heatmaps"
+    files_dir = RunDir(scratch) if scratch else out
+    heat_dir = files_dir.heatmaps()
 
     def run_eval(state, heat_dir=heat_dir):
         if cfg.task == "grounding":
@@ -101,7 +102,7 @@ def _finetune(cfg: FinetuneConfig, info) -> dict[str, Any]:
     results: dict[str, Any] = {}
     if cfg.task in ("retrieval", "grounding"):
         # zero-shot figures of the pre-trained backbone, the reference for fine-tuning
-        before = run_eval(None, (scratch or out.path) / "heatmaps_zero_shot")
+        before = run_eval(None, files_dir.heatmaps(zero_shot=True))
         if main:
             log.info("zero-shot: %s", headline(before))
         results["zero_shot"] = before

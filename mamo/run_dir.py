@@ -123,6 +123,15 @@ class RunDir:
         return CheckpointDir(self.path)
 
     @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files (``train.tensorboard=true``)."""
+        return self.path / "tensorboard"
+
+    def heatmaps(self, zero_shot: bool = False) -> Path:
+        """Grounding's heat-map PNGs (after fine-tuning, or of the pre-trained backbone)."""
+        return self.path / ("heatmaps_zero_shot" if zero_shot else "heatmaps")
+
+    @property
     def head(self) -> Path:
         return self.path / HEAD
 

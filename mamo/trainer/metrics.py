@@ -62,7 +62,7 @@ class MetricsLogger:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as e:
                 raise RuntimeError("train.tensorboard=true needs the `tensorboard` package (pip install tensorboard)") from e
-            self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+            self._tb = SummaryWriter(log_dir=str(RunDir(run_dir).tensorboard))
 
     def log(self, step: int, values: dict[str, Any]) -> None:
         if not self.enabled:
