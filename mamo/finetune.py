@@ -107,7 +107,7 @@ def _finetune(cfg: FinetuneConfig, info) -> dict[str, Any]:
             log.info("zero-shot: %s", headline(before))
         results["zero_shot"] = before
     task = mod.training(ctx, model)
-    final_loss = train_task(cfg, ctx, model, model_cfg, task, out, info)
+    final_loss = train_task(ctx, model, model_cfg, task, out, info)
     model.eval()
     state = TaskState(head=task.head, meta={**task.meta, "final_loss": final_loss})
     if state.head is not None:
@@ -118,6 +118,7 @@ def _finetune(cfg: FinetuneConfig, info) -> dict[str, Any]:
         shutil.rmtree(scratch, ignore_errors=True)
         return after
     write_outputs(cfg, out, model, model_cfg, state)
+    shutil.rmtree(out.checkpoints, ignore_errors=True)  # the outputs replace a stopped run's state
     after = run_eval(state)
     results.update(after)
     results["finetune_seconds"] = round(time.time() - t0, 1)
@@ -130,7 +131,7 @@ def _finetune(cfg: FinetuneConfig, info) -> dict[str, Any]:
     return results
 
 
-def train_task(cfg: FinetuneConfig, ctx, model, model_cfg, task, out: RunDir, info) -> float | None:
+def train_task(ctx, model, model_cfg, task, out: RunDir, info) -> float | None:
     """Train ``task`` on the shared trainer (continuing from ``out``'s checkpoint when a stopped
     run left one); returns the last logged loss. Every rank ends with the same weights."""
     from mamo.core.config import to_dict
@@ -141,6 +142,7 @@ def train_task(cfg: FinetuneConfig, ctx, model, model_cfg, task, out: RunDir, in
     from mamo.trainer.metrics import read_metrics
     from mamo.trainer.trainer import Trainer, TrainingJob
 
+    cfg = ctx.cfg
     o = cfg.optim
     if ctx.world_size > 1 and o.batch_size < ctx.world_size:
         raise ValueError(f"config key 'optim.batch_size': {o.batch_size} is less than the "
@@ -151,7 +153,8 @@ def train_task(cfg: FinetuneConfig, ctx, model, model_cfg, task, out: RunDir, in
     if resume_from is not None:
         saved_task = ckpt.read_meta(resume_from).get("task")
         if saved_task != cfg.task:
-            raise ValueError(f"{resume_from} is a checkpoint of task {saved_task!r}, not {cfg.task!r}")
+            raise ValueError(f"{resume_from} is not a checkpoint of a {cfg.task} fine-tuning (task "
+                             f"{saved_task!r}); choose another out_dir or name")
         # The position is a count of global batches: it holds for any number of processes.
         stream.load_state_dict(ckpt.read_state(resume_from)["data_by_rank"][0])
         if info.is_main:
@@ -168,7 +171,6 @@ def train_task(cfg: FinetuneConfig, ctx, model, model_cfg, task, out: RunDir, in
         return None
     if info.distributed:
         write_json(out.finetuned.rank_digests, digests)
-    shutil.rmtree(out.checkpoints, ignore_errors=True)  # done: the outputs replace a stopped run's state
     rows = read_metrics(out.metrics)
     return rows[-1]["loss"] if rows else None
 
