@@ -74,7 +74,7 @@ def _finetune(cfg: FinetuneConfig, info) -> dict[str, Any]:
     from mamo.downstream.backbone import build_backbone
     from mamo.downstream.evaluate_task import headline
     from mamo.downstream.tasks import task_module
-    from mamo.downstream.tasks.common import Context, TaskState
+    from mamo.downstream.tasks.common import Context, TaskState, write_json
     from mamo.trainer.distributed import barrier
 
     main = info.is_main
@@ -124,8 +124,6 @@ def _finetune(cfg: FinetuneConfig, info) -> dict[str, Any]:
     results["finetune_seconds"] = round(time.time() - t0, 1)
     results["steps"] = cfg.optim.steps
     results["init"] = cfg.init
-    from mamo.downstream.tasks.common import write_json
-
     write_json(out.results, results)
     barrier(info)
     return results
