@@ -799,11 +799,11 @@ def train_cli_section(rep: Report, plan: dict[str, Any], args: argparse.Namespac
 def train_section(rep: Report, plan: dict[str, Any], compiled: bool = False,
                   deadline: float = math.inf) -> None:
     """`base` steps, eager; with ``compiled`` the blocks are torch.compiled as
-    `train.compile=true` does (mamo.trainer.loop.compile_blocks, default mode)."""
+    `train.compile=true` does (mamo.trainer.parallelize.compile_blocks, default mode)."""
     import torch
 
     from mamo.model import MAMO, LossConfig, ModelConfig
-    from mamo.trainer.loop import compile_blocks
+    from mamo.trainer.parallelize import compile_blocks
 
     if time.time() > deadline:
         rep.data["errors"].append({"section": "train_compiled" if compiled else "train",

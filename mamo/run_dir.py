@@ -29,6 +29,9 @@ REPORT = "report"
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
 META = "meta.json"
+RANK_DIGESTS = "rank_digests.json"
+HEAD = "head.safetensors"  # a fine-tuned dir's task head
+TASK = "task.json"  # a fine-tuned dir's task and head metadata
 _STEP_RE = re.compile(r"^step_(\d{7,})$")
 
 
@@ -64,6 +67,11 @@ class CheckpointDir:
     def config(self) -> Path:
         """``final/`` carries its own config.yaml; step dirs use the run's."""
         return self.path / CONFIG
+
+    @property
+    def rank_digests(self) -> Path:
+        """With several processes: every rank's state digest (they must be equal)."""
+        return self.path / RANK_DIGESTS
 
 
 @dataclass(frozen=True)
@@ -107,6 +115,29 @@ class RunDir:
     @property
     def report_index(self) -> Path:
         return self.path / REPORT / "index.html"
+
+    @property
+    def finetuned(self) -> CheckpointDir:
+        """A fine-tuned dir (``python -m mamo.finetune``) keeps its weights, ``head.safetensors``,
+        ``task.json`` and ``rank_digests.json`` at its top level."""
+        return CheckpointDir(self.path)
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files (``train.tensorboard=true``)."""
+        return self.path / "tensorboard"
+
+    def heatmaps(self, zero_shot: bool = False) -> Path:
+        """Grounding's heat-map PNGs (after fine-tuning, or of the pre-trained backbone)."""
+        return self.path / ("heatmaps_zero_shot" if zero_shot else "heatmaps")
+
+    @property
+    def head(self) -> Path:
+        return self.path / HEAD
+
+    @property
+    def task(self) -> Path:
+        return self.path / TASK
 
     def temp_dir(self, name: str, pid: int) -> Path:
         """A hidden staging dir inside the run dir (renamed into place when complete)."""

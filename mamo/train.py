@@ -12,16 +12,21 @@ SIGTERM/Ctrl-C after checkpointing the current step (run again to continue).
 from __future__ import annotations
 
 import argparse
-import os
+import logging
 import sys
 
+from mamo.core.cli import parse_args, run
+from mamo.core.logs import process_rank
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m mamo.train",
         description="Pre-train MAMO (ITC + ITM + masked multimodal modeling) on a dataset version "
         "with its concept annotations. Settings: mamo/trainer/config.py (defaults) <- --config YAML "
-        "<- dotted overrides such as optim.lr=3.0e-4 train.steps=100.",
+        "<- dotted overrides such as optim.lr=3.0e-4 train.steps=100 (anywhere among the options).",
     )
     ap.add_argument("--config", help="YAML file (e.g. configs/tiny.yaml); defaults apply without one")
     ap.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="config overrides, applied last")
@@ -33,11 +38,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--check", action="store_true",
                     help="run every start check (config, data, annotations, vocabulary, loader, resume "
                     "point), print what the run would do and exit; writes nothing, trains nothing")
-    return ap.parse_args(argv)
+    return ap
 
 
 def describe(p) -> str:
-    """What a prepared run would do, for --check (``p``: mamo.trainer.loop.Prepared)."""
+    """What a prepared run would do, for --check (``p``: mamo.trainer.preflight.Prepared)."""
     cfg, dv, tc = p.cfg, p.data_versions, p.cfg.train
     per_step = cfg.data.batch_size * tc.grad_accum * p.world_size
     lines = [
@@ -76,42 +81,35 @@ def _state_line(p) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    rank = int(os.environ.get("RANK", "0"))
+    args = parse_args(build_parser(), argv)
+    return run(lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     # Heavy imports only after --help has had its chance.
-    from mamo.core.config import ConfigError
     from mamo.trainer.config import load_run_config
-    from mamo.trainer.preflight import StartError, describe_error, resolve_run_dir
+    from mamo.trainer.preflight import prepare, resolve_run_dir
 
-    def fail(e: BaseException) -> int:
-        if rank == 0:
-            print(f"error: {describe_error(e)}", file=sys.stderr, flush=True)
-        return 2
-
-    try:
-        cfg = load_run_config(args.config, args.overrides)
-    except ConfigError as e:
-        return fail(e)
-
-    from mamo.trainer.loop import EXIT_NONFINITE, TrainingAborted, prepare, train
-
-    try:
-        prepared = prepare(cfg, resolve_run_dir(cfg, args.run_dir), resume=args.resume)
-    except (ConfigError, StartError) as e:
-        return fail(e)
+    cfg = load_run_config(args.config, args.overrides)
+    prepared = prepare(cfg, resolve_run_dir(cfg, args.run_dir), resume=args.resume)
     if args.check:
-        if rank == 0:
+        if process_rank() == 0:
             print(describe(prepared), flush=True)
             print("check: every start check passed; nothing written", flush=True)
         return 0
+    from mamo.trainer.pretrain import pretrain
+    from mamo.trainer.trainer import EXIT_NONFINITE, TrainingAborted, TrainingStopped
+
     try:
-        return train(prepared, progress=not args.no_progress)
-    except StartError as e:  # model/checkpoint set-up failed before anything was written
-        return fail(e)
+        pretrain(prepared, progress=not args.no_progress)
+    except TrainingStopped as e:
+        log.info("%s", e)
+        return e.exit_code
     except TrainingAborted as e:
-        if rank == 0:
+        if process_rank() == 0:
             print(f"error: {e}", file=sys.stderr, flush=True)
         return EXIT_NONFINITE
+    return 0
 
 
 if __name__ == "__main__":

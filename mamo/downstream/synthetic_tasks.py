@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import random
 import sys
 from pathlib import Path
@@ -35,6 +36,8 @@ NLVR2_FILES = {"train": "train", "val": "dev", "test": "test1"}   # upstream fil
 VQA_SUBTYPE = "synth"   # data_subtype: image files are COCO_synth_<id>.jpg in every split
 N_ANNOTATORS = 10       # VQA v2 has ten human answers per question
 
+
+log = logging.getLogger(__name__)
 
 def image_file(image_id: int) -> str:
     return f"COCO_{VQA_SUBTYPE}_{image_id:012d}.jpg"
@@ -139,7 +142,7 @@ def nlvr2_statement(left: dict[str, Any], right: dict[str, Any], rng: random.Ran
 # ------------------------------------------------------------------------- writer
 
 def write_synthetic_tasks(version_dir: str | Path, out: str | Path, seed: int = 0,
-                          nlvr2_pairs_per_image: float = 2.0, log=print) -> dict[str, Any]:
+                          nlvr2_pairs_per_image: float = 2.0) -> dict[str, Any]:
     """Write every task's files for a synthetic version under ``out``; returns meta.json."""
     version_dir, out = Path(version_dir), Path(out)
     samples = sorted(iter_scenes(version_dir), key=lambda s: s["key"])
@@ -250,7 +253,7 @@ def write_synthetic_tasks(version_dir: str | Path, out: str | Path, seed: int = 
             "splits": {"karpathy": list(SPLITS), "vqa": list(SPLITS),
                        "nlvr2": [NLVR2_FILES[s] for s in SPLITS], "refcoco+": list(SPLITS)}}
     _write_json(out / "meta.json", meta)
-    log(f"synthetic tasks -> {out}: {json.dumps(counts)}")
+    log.info("synthetic tasks -> %s: %s", out, json.dumps(counts))
     return meta
 
 

@@ -113,11 +113,13 @@ class MAMO(nn.Module):
             if hasattr(m, "set_attn_impl") and m is not self:
                 m.set_attn_impl(impl)
 
-    @staticmethod
-    def no_weight_decay(name: str, param: torch.Tensor) -> bool:
-        """True for norms, biases, embeddings/tokens and the temperature (AdamW groups)."""
-        return (param.ndim < 2 or "norm" in name or "embed" in name or name.endswith("_token")
-                or name == "temp")
+    def no_weight_decay(self, name: str, param: torch.Tensor) -> bool:
+        """Whether the trainer's AdamW leaves parameter ``name`` undecayed: the one rule of
+        ``mamo.trainer.optim.is_no_decay`` (norms, embeddings, biases, tokens, temperature)."""
+        from mamo.trainer.optim import is_no_decay
+
+        owner_name = name.rpartition(".")[0]
+        return is_no_decay(name, param, self.get_submodule(owner_name) if owner_name else self)
 
     # ---------------------------------------------------------------- encoder-only API
     def encode_image(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,15 +9,16 @@
 - ``meta.json``: what the weights are compatible with (model config, vocab id, number of
   concepts); checked before any weight is touched.
 
-Writes are atomic: everything goes to a hidden temporary directory first which is renamed into
-place, so a SIGKILL at any moment leaves either the old set of checkpoints or the new one.
+Paths come from ``mamo.run_dir`` (``RunDir``/``CheckpointDir``). Writes are atomic per
+directory: everything goes to a hidden staging directory ``.tmp_<name>_<pid>`` beside the
+target, which is renamed into place (an existing target is first renamed to ``.old_<name>_<pid>``),
+so a SIGKILL at any moment leaves either the old set of checkpoints or the new one.
 """
 from __future__ import annotations
 
 import json
 import os
 import random
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,39 +29,31 @@ import torch
 from safetensors.torch import load_model, save_file, save_model
 from torch import nn
 
-CKPT_DIR = "checkpoints"
-WEIGHTS = "model.safetensors"
-STATE = "state.pt"
-META = "meta.json"
-_STEP_RE = re.compile(r"^step_(\d{7,})$")
+from mamo.run_dir import META, STATE, WEIGHTS, CheckpointDir, RunDir, step_of
+
+STAGING_PREFIXES = (".tmp_", ".old_")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used here (missing, corrupt or incompatible)."""
 
 
-def step_dir_name(step: int) -> str:
-    return f"step_{step:07d}"
-
-
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints of a run, oldest first (temporary dirs are ignored)."""
-    root = Path(run_dir) / CKPT_DIR
+    """Complete checkpoints of a run, oldest first (staging dirs are ignored)."""
+    root = RunDir(run_dir).checkpoints
     if not root.is_dir():
         return []
     out = []
     for p in root.iterdir():
-        m = _STEP_RE.match(p.name)
-        if m and p.is_dir() and (p / STATE).is_file() and (p / WEIGHTS).is_file():
-            out.append((int(m.group(1)), p))
+        step, ck = step_of(p), CheckpointDir(p)
+        if step is not None and p.is_dir() and ck.state.is_file() and ck.weights.is_file():
+            out.append((step, p))
     return sorted(out)
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     ckpts = list_checkpoints(run_dir)
     return ckpts[-1][1] if ckpts else None
-
-
 # ---------------------------------------------------------------- RNG state (plain data only)
 
 
@@ -139,27 +132,36 @@ def save_checkpoint(
     ``model`` is the unwrapped module (no DDP/compile prefixes in the names) or its full
     state dict. ``state`` holds optimizer/scheduler/rng/loader/step (plain data and tensors only).
     """
-    root = Path(run_dir) / CKPT_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / step_dir_name(step)
-    tmp = root / f".tmp_{step_dir_name(step)}_{os.getpid()}"
+    run = RunDir(run_dir)
+    final = run.checkpoint(step)
+
+    def write(tmp: Path) -> None:
+        _save_weights(model, tmp / WEIGHTS, step)
+        torch.save(state, tmp / STATE)
+        (tmp / META).write_text(json.dumps({**meta, "step": step}, indent=2, sort_keys=True) + "\n")
+
+    _write_dir(final.path, write)
+    prune(run_dir, keep_last)
+    return final.path
+
+
+def _write_dir(final: Path, write) -> None:
+    """Stage ``write(tmp)`` in ``.tmp_<name>_<pid>``, fsync it and rename it onto ``final``."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp_{final.name}_{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    _save_weights(model, tmp / WEIGHTS, step)
-    torch.save(state, tmp / STATE)
-    (tmp / META).write_text(json.dumps({**meta, "step": step}, indent=2, sort_keys=True) + "\n")
+    write(tmp)
     _fsync_dir_files(tmp)
     if final.exists():  # re-saving the same step (e.g. the last step after a resume)
-        old = root / f".old_{step_dir_name(step)}_{os.getpid()}"
+        old = final.parent / f".old_{final.name}_{os.getpid()}"
         final.rename(old)
         tmp.rename(final)
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(final)
-    _fsync(root)
-    prune(run_dir, keep_last)
-    return final
+    _fsync(final.parent)
 
 
 def prune(run_dir: str | Path, keep_last: int) -> None:
@@ -167,15 +169,15 @@ def prune(run_dir: str | Path, keep_last: int) -> None:
     for _, path in ckpts[: max(0, len(ckpts) - keep_last)]:
         shutil.rmtree(path, ignore_errors=True)
     # Leftovers of a writer that was killed mid-save.
-    root = Path(run_dir) / CKPT_DIR
+    root = RunDir(run_dir).checkpoints
     if root.is_dir():
         for p in root.iterdir():
-            if p.name.startswith((".tmp_", ".old_")) and p.is_dir():
+            if p.name.startswith(STAGING_PREFIXES) and p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
 
 
 def read_meta(ckpt_dir: str | Path) -> dict[str, Any]:
-    path = Path(ckpt_dir) / META
+    path = CheckpointDir(Path(ckpt_dir)).meta
     if not path.is_file():
         raise CheckpointError(f"{ckpt_dir} is not a checkpoint (no {META})")
     try:
@@ -218,8 +220,14 @@ def _diff(a: Any, b: Any, prefix: str) -> list[tuple[str, Any, Any]]:
     return [] if a == b else [(prefix, a, b)]
 
 
+def read_state(ckpt_dir: str | Path) -> dict[str, Any]:
+    """``state.pt``: tensors and plain containers only (``weights_only``: no pickled code runs)."""
+    return torch.load(CheckpointDir(Path(ckpt_dir)).state, map_location="cpu", weights_only=True)
+
+
 def load_weights(model: nn.Module, ckpt_dir: str | Path) -> None:
-    path = Path(ckpt_dir) / WEIGHTS
+    """Load a checkpoint dir's ``model.safetensors`` into a built ``model`` (every tensor must fit)."""
+    path = CheckpointDir(Path(ckpt_dir)).weights
     if not path.is_file():
         raise CheckpointError(f"{path} is missing")
     missing, unexpected = load_model(model, str(path), strict=False)
@@ -263,30 +271,21 @@ def load_checkpoint(ckpt_dir: str | Path, model: nn.Module, expected_meta: dict[
     meta = read_meta(ckpt_dir)
     check_compatible(meta, expected_meta, str(ckpt_dir))
     load_weights(model, ckpt_dir)
-    state = torch.load(ckpt_dir / STATE, map_location="cpu", weights_only=True)
+    state = read_state(ckpt_dir)
     return Loaded(step=int(state["step"]), state=state, meta=meta, path=ckpt_dir)
 
 
 def export_final(run_dir: str | Path, model: Weights, meta: dict[str, Any], config_yaml: str) -> Path:
     """``final/model.safetensors`` + ``final/config.yaml`` + ``final/meta.json``, atomically."""
-    run_dir = Path(run_dir)
-    final = run_dir / "final"
-    tmp = run_dir / f".tmp_final_{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    _save_weights(model, tmp / WEIGHTS, meta.get("step", ""))
-    (tmp / "config.yaml").write_text(config_yaml)
-    (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    _fsync_dir_files(tmp)
-    if final.exists():
-        old = run_dir / f".old_final_{os.getpid()}"
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(final)
-    return final
+    final = RunDir(run_dir).final
+
+    def write(tmp: Path) -> None:
+        _save_weights(model, tmp / WEIGHTS, meta.get("step", ""))
+        (tmp / final.config.name).write_text(config_yaml)
+        (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+    _write_dir(final.path, write)
+    return final.path
 
 
 def _fsync(path: Path) -> None:

@@ -131,11 +131,15 @@ def state_digest(model: nn.Module) -> str:
 
 
 def gather_digests(model: nn.Module, info: DistInfo) -> list[str]:
-    digest = state_digest(model)
+    return all_gather_objects(state_digest(model), info)
+
+
+def all_gather_objects(obj: object, info: DistInfo) -> list:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank."""
     if not info.distributed:
-        return [digest]
-    out: list[str] = [""] * info.world_size
-    dist.all_gather_object(out, digest)
+        return [obj]
+    out: list = [None] * info.world_size
+    dist.all_gather_object(out, obj)
     return out
 
 

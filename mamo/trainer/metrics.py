@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
-METRICS_FILE = "metrics.jsonl"
+from mamo.core.files import write_text
+from mamo.run_dir import RunDir
 
 
 def _clean(value: Any) -> Any:
@@ -35,9 +35,7 @@ def truncate_after(path: str | Path, step: int) -> None:
             continue
         if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
             kept.append(line)
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, "".join(line + "\n" for line in kept))
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -52,9 +50,11 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 class MetricsLogger:
+    """Appends one record per step to the run's ``metrics.jsonl`` (``enabled``: rank 0 only)."""
+
     def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = False):
         self.enabled = enabled
-        self.path = Path(run_dir) / METRICS_FILE
+        self.path = RunDir(run_dir).metrics
         self._file = open(self.path, "a", encoding="utf-8") if enabled else None
         self._tb = None
         if enabled and tensorboard:
@@ -62,7 +62,7 @@ class MetricsLogger:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as e:
                 raise RuntimeError("train.tensorboard=true needs the `tensorboard` package (pip install tensorboard)") from e
-            self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+            self._tb = SummaryWriter(log_dir=str(RunDir(run_dir).tensorboard))
 
     def log(self, step: int, values: dict[str, Any]) -> None:
         if not self.enabled:

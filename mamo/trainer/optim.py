@@ -1,4 +1,5 @@
-"""AdamW with decay/no-decay parameter groups, and the warm-up + cosine learning-rate schedule.
+"""AdamW with decay/no-decay parameter groups, and the warm-up + cosine learning-rate schedule,
+for pre-training and fine-tuning alike.
 
 The schedule is a pure function of the optimizer step, so a resumed run gets the same learning
 rate at the same step without replaying anything.
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import torch
@@ -15,51 +17,62 @@ from torch import nn
 if TYPE_CHECKING:
     from mamo.trainer.config import OptimConfig
 
-# Learned tokens, position tables and scalars are embeddings in spirit: no decay either.
-NO_DECAY_NAME_PARTS = ("temp", "logit_scale", "pos_embed", "position_embedding", "cls_token", "mask_token")
+# The one weight-decay rule (ALBEF/timm practice), decided by the module that owns a parameter:
+# no decay on norms, embeddings, biases and other vectors/scalars (gains, the ITC temperature).
 NO_DECAY_MODULES = (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.modules.batchnorm._BatchNorm)
+# Learned tokens and tables held as bare parameters are embeddings in spirit: no decay either.
+NO_DECAY_NAME_PARTS = ("temp", "logit_scale", "pos_embed", "position_embedding", "modality_embed",
+                       "cls_token", "mask_token")
 
 
 def is_no_decay(name: str, param: torch.Tensor, owner: nn.Module | None = None) -> bool:
-    """ALBEF/BERT practice: decaying a norm gain, a bias, an embedding or a temperature only hurts."""
-    leaf = name.rsplit(".", 1)[-1]
+    """True when decaying ``param`` (named ``name``, owned by module ``owner``) would only hurt."""
     if owner is not None and isinstance(owner, NO_DECAY_MODULES):
         return True
-    if leaf == "bias" or param.ndim <= 1:  # biases, gains, scalars (temperature)
+    if name.rsplit(".", 1)[-1] == "bias" or param.ndim <= 1:  # biases, gains, scalars
         return True
     return any(part in name.lower() for part in NO_DECAY_NAME_PARTS)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Split the trainable parameters into a decayed and a non-decayed group (with names).
-
-    A model that defines ``no_weight_decay(name, param)`` decides for itself (MAMO does);
-    otherwise ``is_no_decay`` applies.
-    """
-    rule = getattr(model, "no_weight_decay", None)
-    owners = {}
+def owners(model: nn.Module) -> dict[str, nn.Module]:
+    """Parameter name -> the module that holds it directly."""
+    out = {}
     for mname, module in model.named_modules():
         for pname, _ in module.named_parameters(recurse=False):
-            owners[f"{mname}.{pname}" if mname else pname] = module
-    decay, no_decay, decay_names, no_decay_names = [], [], [], []
+            out[f"{mname}.{pname}" if mname else pname] = module
+    return out
+
+
+def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
+                 lr_by_prefix: Mapping[str, float] | None = None) -> list[dict]:
+    """The trainable parameters in decayed / non-decayed groups (with names), by
+    :func:`is_no_decay`. ``lr_by_prefix`` gives parameters under a submodule their own
+    learning rate (fine-tuning: ``{"head.": head_lr}``); each such part gets its two groups."""
+    parts: dict[float | None, tuple[list, list, list, list]] = {}
+    by_owner = owners(model)
+    prefixes = dict(lr_by_prefix or {})
     for name, p in model.named_parameters():
         if not p.requires_grad:  # e.g. the momentum (EMA) copy
             continue
-        skip = rule(name, p) if callable(rule) else is_no_decay(name, p, owners.get(name))
-        if skip:
+        part_lr = next((v for k, v in prefixes.items() if name.startswith(k)), lr)
+        decay, no_decay, decay_names, no_decay_names = parts.setdefault(part_lr, ([], [], [], []))
+        if is_no_decay(name, p, by_owner.get(name)):
             no_decay.append(p)
             no_decay_names.append(name)
         else:
             decay.append(p)
             decay_names.append(name)
-    return [
-        {"params": decay, "weight_decay": weight_decay, "names": decay_names},
-        {"params": no_decay, "weight_decay": 0.0, "names": no_decay_names},
-    ]
+    groups = []
+    for part_lr, (decay, no_decay, decay_names, no_decay_names) in parts.items():
+        extra = {} if part_lr is None else {"lr": part_lr}
+        groups += [{"params": decay, "weight_decay": weight_decay, "names": decay_names, **extra},
+                   {"params": no_decay, "weight_decay": 0.0, "names": no_decay_names, **extra}]
+    return groups
 
 
-def build_optimizer(model: nn.Module, cfg: "OptimConfig") -> torch.optim.AdamW:
-    groups = param_groups(model, cfg.weight_decay)
+def build_optimizer(model: nn.Module, cfg: "OptimConfig",
+                    lr_by_prefix: Mapping[str, float] | None = None) -> torch.optim.AdamW:
+    groups = param_groups(model, cfg.weight_decay, lr_by_prefix=lr_by_prefix)
     # "names" is informative only; AdamW keeps extra group keys in its state_dict, which
     # would make state.pt depend on names. Drop them before construction.
     groups = [{k: v for k, v in g.items() if k != "names"} for g in groups]

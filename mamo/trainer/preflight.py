@@ -1,5 +1,7 @@
 """Checks that run before any work and before anything is written.
 
+    prepare(cfg, run_dir, resume) -> Prepared    every check of a pre-training start
+
 A start that fails here raises ``StartError`` (one line, naming the key or file at fault); the
 CLI prints it and exits with code 2. Nothing in an existing run directory is touched until
 every check has passed.
@@ -7,19 +9,19 @@ every check has passed.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mamo.core.config import ConfigError, to_dict
-from mamo.trainer.checkpoint import CheckpointError, check_compatible, latest_checkpoint, read_meta
+from mamo.core.cli import UserError
+from mamo.core.config import to_dict
+from mamo.run_dir import RunDir
+from mamo.trainer.checkpoint import CheckpointError, check_compatible, latest_checkpoint, read_meta, read_state
 from mamo.trainer.config import RunConfig
-
-CONFIG_FILE = "config.yaml"
-DATA_VERSIONS_FILE = "data_versions.json"
 # Sections that must not change when a run is resumed (they define the weights and the data
 # stream); optim/train/run may change, e.g. to extend a run with more steps.
 FROZEN_SECTIONS = ("model", "loss", "data")
@@ -32,7 +34,7 @@ MAY_CHANGE_ON_RESUME = {"model.attn_impl", "model.text_init", "model.vision_init
                         "data.device_id", "data.decode", "data.backend"}
 
 
-class StartError(RuntimeError):
+class StartError(UserError):
     """The run cannot start; the message is one line and says what to fix."""
 
 
@@ -147,7 +149,7 @@ def _first_diff(a: Any, b: Any, prefix: str) -> str | None:
 def check_resume(run_dir: Path, cfg: RunConfig, data_versions: dict[str, Any], expected_meta: dict[str, Any],
                  ckpt: Path) -> None:
     """The run being resumed used the same model, losses, data stream and data version."""
-    saved_cfg_path = run_dir / CONFIG_FILE
+    saved_cfg_path = RunDir(run_dir).config
     if saved_cfg_path.is_file():
         saved = yaml.safe_load(saved_cfg_path.read_text(encoding="utf-8")) or {}
         now = to_dict(cfg)
@@ -158,7 +160,7 @@ def check_resume(run_dir: Path, cfg: RunConfig, data_versions: dict[str, Any], e
                     f"config key '{key}': differs from the run being resumed in {run_dir} "
                     "(start a new run instead)"
                 )
-    saved_dv_path = run_dir / DATA_VERSIONS_FILE
+    saved_dv_path = RunDir(run_dir).data_versions
     if saved_dv_path.is_file():
         saved_dv = json.loads(saved_dv_path.read_text(encoding="utf-8"))
         for key in ("dataset", "version", "manifest_sha256", "vocab_id"):
@@ -179,7 +181,101 @@ def check_checkpoint(ckpt: Path, expected_meta: dict[str, Any]) -> dict[str, Any
     return meta
 
 
-def describe_error(e: BaseException) -> str:
-    """One line for stderr."""
-    msg = str(e) if isinstance(e, (ConfigError, StartError)) else f"{type(e).__name__}: {e}"
-    return " ".join(msg.split())
+def one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+# ----------------------------------------------------------------------------- pre-training start
+
+
+@dataclass
+class Prepared:
+    """A pre-training run that passed every start check (nothing written yet)."""
+
+    cfg: RunConfig
+    run_dir: Path
+    resume_from: Path | None
+    data_versions: dict[str, Any]
+    expected_meta: dict[str, Any]  # what every checkpoint's meta.json says (and is checked against)
+    total_steps: int
+    loader: Any  # built while checking; positioned at the resume point, reused for training
+    config_yaml: str
+    world_size: int
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Prepared:
+    """Every check that can fail before the first step; writes nothing."""
+    from mamo.trainer.distributed import preflight_world_size
+
+    rank, world_size = preflight_world_size()
+    state = inspect_run_dir(run_dir, resume)
+    try:
+        version_dir = cfg.data.version_for("train")
+    except Exception as e:
+        raise StartError(str(e)) from e
+    data_versions = check_data(version_dir, cfg.data.vocab_id)
+    loader = _build_loader(cfg, rank, world_size)
+    if loader.vocab_id != data_versions["vocab_id"]:
+        raise StartError(f"data: loader reads vocabulary {loader.vocab_id}, checked {data_versions['vocab_id']}")
+    per_epoch = len(loader) // cfg.train.grad_accum
+    if per_epoch < 1:
+        raise StartError(
+            f"config key 'data.batch_size': {cfg.data.batch_size} x train.grad_accum={cfg.train.grad_accum} "
+            f"x {world_size} ranks is more than one epoch of {data_versions['samples']} samples"
+        )
+    data_versions = {**data_versions, "steps_per_epoch": per_epoch}
+    expected_meta = {
+        "model": to_dict(cfg.model),
+        "vocab_id": data_versions["vocab_id"],
+        "num_concepts": loader.concept_vocab_size,
+        "world_size": world_size,
+    }
+    notes = []
+    if cfg.train.parallel == "fsdp" and world_size == 1:
+        notes.append("train.parallel=fsdp in a single process: nothing to shard, the model runs unwrapped "
+                     "(launch with torchrun --nproc_per_node N to shard it)")
+    if state.resume_from is not None:
+        check_resume(run_dir, cfg, data_versions, expected_meta, state.resume_from)
+        notes += _position_for_resume(loader, state.resume_from, cfg, rank, world_size)
+    if cfg.train.init_from:
+        check_checkpoint(Path(cfg.train.init_from), expected_meta)
+    if cfg.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise StartError("config key 'train.tensorboard': needs the `tensorboard` package (pip install tensorboard)")
+    return Prepared(cfg, run_dir, state.resume_from, data_versions, expected_meta,
+                    cfg.train.steps or cfg.train.epochs * per_epoch, loader,
+                    yaml.safe_dump(to_dict(cfg), sort_keys=False), world_size, notes)
+
+
+def _build_loader(cfg: RunConfig, rank: int, world_size: int) -> Any:
+    try:
+        from mamo.data import build_loader
+
+        return build_loader(cfg.data, split="train", rank=rank, world_size=world_size, epoch=0)
+    except Exception as e:
+        raise StartError(f"data: cannot build the train loader: {one_line(e)}") from e
+
+
+def _position_for_resume(loader: Any, ckpt: Path, cfg: RunConfig, rank: int, world_size: int) -> list[str]:
+    """Put ``loader`` where the checkpoint's rank stopped (another world size: at the next
+    epoch, with ``train.elastic_resume``); returns the notes for the start lines."""
+    from mamo.trainer.batching import restart_at_next_epoch
+
+    saved_ws = read_meta(ckpt).get("world_size", world_size)
+    if saved_ws != world_size and not cfg.train.elastic_resume:
+        raise StartError(
+            f"checkpoint {ckpt} was written by {saved_ws} processes; resume with the "
+            f"same number (now {world_size}) so the data order continues exactly, or set "
+            "train.elastic_resume=true to continue from the next epoch"
+        )
+    notes = []
+    try:
+        state = read_state(ckpt)
+        if saved_ws == world_size:
+            loader.load_state_dict(state["data_by_rank"][rank])
+        else:
+            notes.append(restart_at_next_epoch(loader, state["data_by_rank"], saved_ws, world_size))
+    except Exception as e:  # corrupt state.pt, or a position from other data/batch size
+        raise StartError(f"checkpoint {ckpt}: cannot continue from it: {one_line(e)}") from e
+    notes.append(f"resuming from {ckpt} (step {state['step']}, epoch {loader.epoch})")
+    return notes

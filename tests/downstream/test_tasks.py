@@ -27,7 +27,7 @@ def _cfg(task, synth_version, synth_tasks, out, **extra):
 @pytest.mark.parametrize("task", ["vqa", "nlvr2", "retrieval", "grounding"])
 def test_task_finetunes_and_evaluates(task, synth_version, synth_tasks, tmp_path):
     cfg = _cfg(task, synth_version, synth_tasks, tmp_path)
-    res = finetune(cfg, log=lambda m: None)
+    res = finetune(cfg)
     out = tmp_path / task
     for name in ("model.safetensors", "task.json", "config.yaml", "metrics.jsonl", "results.json"):
         assert (out / name).is_file(), name
@@ -57,7 +57,7 @@ def test_task_finetunes_and_evaluates(task, synth_version, synth_tasks, tmp_path
 
 def test_vqa_needs_a_finetuned_checkpoint(synth_version, synth_tasks, tmp_path):
     cfg = _cfg("retrieval", synth_version, synth_tasks, tmp_path, **{"optim.steps": 1})
-    finetune(cfg, log=lambda m: None)
+    finetune(cfg)
     with pytest.raises(ValueError, match="fine-tuned for 'retrieval', not 'vqa'"):
         evaluate_task("vqa", _cfg("vqa", synth_version, synth_tasks, tmp_path), tmp_path / "retrieval")
 
@@ -87,3 +87,43 @@ def test_cli_errors_exit_2_with_a_message(synth_version, synth_tasks, tmp_path, 
     assert ft_main(["--task", "vqa", "optim.lr=-1", *data]) == 2
     assert "optim.lr" in capsys.readouterr().err
     assert eval_main(["--task", "nlvr2", "--checkpoint", str(tmp_path / "missing"), *data]) == 2
+
+
+def test_stopped_finetune_continues_from_its_checkpoint(synth_version, synth_tasks, tmp_path, monkeypatch):
+    """SIGTERM during fine-tuning: the step is checkpointed; the same call again continues and
+    logs the steps, and ends with the figures, of an uninterrupted run (the shared trainer)."""
+    import os
+    import signal
+
+    from mamo.downstream.tasks import nlvr2
+    from mamo.trainer.trainer import TrainingStopped
+
+    ref = finetune(_cfg("nlvr2", synth_version, synth_tasks, tmp_path / "ref"))
+    real = nlvr2.training
+
+    def training_stopped_at_step_2(ctx, model):
+        task = real(ctx, model)
+        step, calls = task.step, []
+
+        def step_then_signal(idx, seed):
+            calls.append(1)
+            if len(calls) == 2:  # a scheduler's preemption, during step 2
+                os.kill(os.getpid(), signal.SIGTERM)
+            return step(idx, seed)
+
+        task.step = step_then_signal
+        return task
+
+    monkeypatch.setattr(nlvr2, "training", training_stopped_at_step_2)
+    cfg = _cfg("nlvr2", synth_version, synth_tasks, tmp_path / "run")
+    with pytest.raises(TrainingStopped):
+        finetune(cfg)
+    out = tmp_path / "run" / "nlvr2"
+    assert (out / "checkpoints" / "step_0000002" / "state.pt").is_file() and not (out / "results.json").exists()
+    monkeypatch.setattr(nlvr2, "training", real)
+    res = finetune(cfg)
+    got = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    want = [json.loads(x) for x in (tmp_path / "ref" / "nlvr2" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in got] == [1, 2, 3]
+    assert [(r["loss"], r["lr"]) for r in got] == [(r["loss"], r["lr"]) for r in want]
+    assert res["accuracy"] == ref["accuracy"] and not (out / "checkpoints").exists()

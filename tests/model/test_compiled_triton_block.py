@@ -3,7 +3,7 @@ kernel in Triton's interpreter): the path `train.compile=true model.attn_impl=tr
 import pytest
 import torch
 
-from mamo.trainer.loop import compile_blocks
+from mamo.trainer.parallelize import compile_blocks
 
 pytest.importorskip("triton")
 

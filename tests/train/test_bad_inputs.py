@@ -7,7 +7,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
-from train_helpers import run_cli, train_args, tree_digest
+from train_helpers import TINY, run_cli, train_args, tree_digest
 
 from mamo.train import main
 
@@ -147,3 +147,14 @@ def test_check_prints_the_plan_and_writes_nothing(capsys, dataset, reference, tm
     # and a bad key is still one line, exit 2
     code = main(train_args(dataset, fresh, "train.stepz=1")[2:] + ["--check"])
     assert code == 2 and "train.stepz" in capsys.readouterr().err
+
+
+def test_options_and_overrides_mix_in_any_order(capsys, dataset, tmp_path):
+    """`--config c.yaml a.b=1 --no-progress c.d=2`: overrides after an option still apply."""
+    fresh = tmp_path / "fresh"
+    args = ["--config", "configs/tiny.yaml", f"data.version_dir={dataset}", "--run-dir", str(fresh),
+            *TINY, "--no-progress", "train.grad_accum=2", "--check", "data.batch_size=2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "2 per rank x 2 micro-batches x 1 process(es) = 4 samples per step" in out
+    assert not fresh.exists()

@@ -137,7 +137,7 @@ def test_resume_with_another_world_size_needs_elastic_resume(dataset, ddp_run, t
 
 
 def test_elastic_resume_skips_to_the_next_epoch():
-    from mamo.trainer.loop import _restart_data_at_next_epoch
+    from mamo.trainer.batching import restart_at_next_epoch
 
     class Loader:
         epoch = 0
@@ -146,7 +146,7 @@ def test_elastic_resume_skips_to_the_next_epoch():
             self.epoch = epoch
 
     loader = Loader()
-    note = _restart_data_at_next_epoch(loader, [{"epoch": 3, "batch": 5}] * 4, 4, 2)
+    note = restart_at_next_epoch(loader, [{"epoch": 3, "batch": 5}] * 4, 4, 2)
     assert loader.epoch == 4 and "rest of epoch 3 is skipped" in note and "4 -> 2" in note
-    _restart_data_at_next_epoch(loader, [{"epoch": 2, "batch": 0}] * 2, 2, 8)
+    restart_at_next_epoch(loader, [{"epoch": 2, "batch": 0}] * 2, 2, 8)
     assert loader.epoch == 2

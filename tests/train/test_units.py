@@ -13,7 +13,7 @@ from torch import nn
 from mamo.core.config import ConfigError
 from mamo.trainer import checkpoint as ckpt
 from mamo.trainer.config import load_run_config
-from mamo.trainer.loop import step_seed
+from mamo.trainer.seeding import step_seed
 from mamo.trainer.metrics import MetricsLogger, read_metrics, truncate_after
 from mamo.trainer.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 from mamo.trainer.preflight import StartError, inspect_run_dir

@@ -1,5 +1,7 @@
-"""One module per downstream task, each with ``finetune(ctx, model)`` and ``evaluate(ctx, model,
-state)``; ``common`` holds the shared context (data, tokenizer, optimiser, batching)."""
+"""One module per downstream task, each with ``training(ctx, model) -> TaskTraining`` (its
+head, step and metadata, trained by the shared ``mamo.trainer`` loop), ``evaluate(ctx, model,
+state)`` and, for tasks with a head, ``build_head(model, meta)``; ``common`` holds the shared
+context (data, tokenizer, device) and the task interface."""
 from __future__ import annotations
 
 import importlib

@@ -6,6 +6,7 @@ random proposal (expected accuracy). Writes PNGs of heat maps over the pictures.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ import torch
 from mamo.downstream.gradcam import box_scores, gradcam, save_heatmap_png
 from mamo.downstream.metrics import iou
 from mamo.downstream.readers import RefExpression, read_refcoco
-from mamo.downstream.tasks.common import Context, TaskState
-from mamo.downstream.tasks.retrieval import contrastive_finetune
+from mamo.downstream.tasks.common import Context, TaskState, TaskTraining
+from mamo.downstream.tasks.retrieval import contrastive_training
+
+log = logging.getLogger(__name__)
 
 IOU_HIT = 0.5
 
@@ -36,14 +39,15 @@ def norm_box(box_xywh: list[float], w: int, h: int) -> list[float]:
     return [x / w, y / h, (x + bw) / w, (y + bh) / h]
 
 
-def finetune(ctx: Context, model) -> TaskState:
+def training(ctx: Context, model) -> TaskTraining:
+    """Retrieval's ITC + ITM training on the expressions (boxes only for the centre baseline)."""
     train = load_split(ctx, ctx.cfg.data.train_split)
     pairs = [(r.image_file, s) for r in train for s in r.sentences]
-    ctx.log(f"grounding: {len(train)} training expressions ({len(pairs)} sentences), no boxes used")
-    state = contrastive_finetune(ctx, model, pairs)
+    log.info("grounding: %d training expressions (%d sentences), no boxes used", len(train), len(pairs))
+    task = contrastive_training(ctx, model, pairs)
     sizes = np.array([[r.box[2] / r.width, r.box[3] / r.height] for r in train]) if train else np.array([[0.25, 0.25]])
-    state.meta["mean_box_size"] = [float(v) for v in sizes.mean(0)]
-    return state
+    task.meta["mean_box_size"] = [float(v) for v in sizes.mean(0)]
+    return task
 
 
 def center_box(size: list[float]) -> list[float]:

@@ -6,6 +6,7 @@ concatenated into a binary classifier (``NLVR2Head``). Metric: accuracy. Baselin
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -14,7 +15,9 @@ import torch.nn.functional as F
 from mamo.downstream.heads import NLVR2Head
 from mamo.downstream.metrics import accuracy
 from mamo.downstream.readers import NLVR2Example, read_nlvr2
-from mamo.downstream.tasks.common import Context, TaskState, train_loop
+from mamo.downstream.tasks.common import Context, TaskState, TaskTraining
+
+log = logging.getLogger(__name__)
 
 # the upstream file names of the splits (train.json, dev.json, test1.json)
 SPLIT_FILES = {"train": "train", "val": "dev", "dev": "dev", "test": "test1", "test1": "test1"}
@@ -33,21 +36,20 @@ def logits_of(ctx: Context, model, head: NLVR2Head, exs: list[NLVR2Example]) -> 
     return head(model.fuse(left, txt_emb, mask).text_cls, model.fuse(right, txt_emb, mask).text_cls)
 
 
-def finetune(ctx: Context, model) -> TaskState:
+def training(ctx: Context, model) -> TaskTraining:
+    """A fresh pair classifier and its cross-entropy step."""
     train = load_split(ctx, ctx.cfg.data.train_split)
     labels = torch.tensor([int(e.label) for e in train])
     head = NLVR2Head(model.model_cfg.text.width).to(ctx.device)
-    ctx.log(f"nlvr2: {len(train)} training statements ({labels.float().mean().item():.0%} true)")
+    log.info("nlvr2: %d training statements (%.0f%% true)", len(train), 100 * labels.float().mean().item())
 
-    def step(idx: torch.Tensor, _: int) -> dict[str, torch.Tensor]:
+    def step(idx: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
         logits = logits_of(ctx, model, head, [train[i] for i in idx.tolist()])
         y = labels[idx].to(ctx.device)
         return {"loss": F.cross_entropy(logits, y), "acc": (logits.argmax(-1) == y).float().mean()}
 
-    history = train_loop(ctx, model, head, len(train), step)
     majority = bool(labels.float().mean().item() >= 0.5)
-    return TaskState(head=head, meta={"majority_label": majority,
-                                      "final_loss": history[-1]["loss"] if history else None})
+    return TaskTraining(n_examples=len(train), step=step, head=head, meta={"majority_label": majority})
 
 
 def build_head(model, meta: dict[str, Any]) -> NLVR2Head:

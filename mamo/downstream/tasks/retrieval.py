@@ -5,14 +5,17 @@ scores (the mean over a few seeded draws), i.e. chance.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 import torch
 
 from mamo.downstream.readers import KarpathyImage, read_karpathy
-from mamo.downstream.tasks.common import Context, TaskState, train_loop
+from mamo.downstream.tasks.common import Context, TaskState, TaskTraining
 from mamo.evaluation.retrieval import retrieval_metrics
+
+log = logging.getLogger(__name__)
 
 
 def load_split(ctx: Context, split: str) -> list[KarpathyImage]:
@@ -23,26 +26,26 @@ def load_split(ctx: Context, split: str) -> list[KarpathyImage]:
     return images
 
 
-def contrastive_finetune(ctx: Context, model, pairs: list[tuple[str, str]]) -> TaskState:
-    """ITC + ITM fine-tuning on (image file, text) pairs, with the model's own losses."""
+def contrastive_training(ctx: Context, model, pairs: list[tuple[str, str]]) -> TaskTraining:
+    """ITC + ITM fine-tuning on (image file, text) pairs, with the model's own losses (and its
+    momentum teacher and queue, updated after every step as in pre-training)."""
 
-    def step(idx: torch.Tensor, step_i: int) -> dict[str, torch.Tensor]:
+    def step(idx: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
         chosen = [pairs[i] for i in idx.tolist()]
         ids, mask = ctx.text([t for _, t in chosen])
         batch = {"image": ctx.image_tensor([f for f, _ in chosen]), "input_ids": ids,
                  "attention_mask": mask, "concept_labels": torch.full_like(ids, -100)}
-        out = model(batch, ctx.cfg.seed * 1_000_003 + step_i)
+        out = model(batch, seed)
         return {k: v for k, v in out.items() if k in ("loss", "itc", "itm", "itm_acc")}
 
-    history = train_loop(ctx, model, None, len(pairs), step, momentum=True)
-    return TaskState(head=None, meta={"final_loss": history[-1]["loss"] if history else None})
+    return TaskTraining(n_examples=len(pairs), step=step, momentum=True)
 
 
-def finetune(ctx: Context, model) -> TaskState:
+def training(ctx: Context, model) -> TaskTraining:
     train = load_split(ctx, ctx.cfg.data.train_split)
     pairs = [(im.filename, c) for im in train for c in im.captions]
-    ctx.log(f"retrieval: {len(train)} training images, {len(pairs)} captions")
-    return contrastive_finetune(ctx, model, pairs)
+    log.info("retrieval: %d training images, %d captions", len(train), len(pairs))
+    return contrastive_training(ctx, model, pairs)
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ per answer type. Baseline: the majority training answer for every question.
 """
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from typing import Any
 
@@ -15,7 +16,9 @@ import torch
 from mamo.downstream.heads import VQAHead
 from mamo.downstream.metrics import normalize_answer, vqa_answer_scores, vqa_score, vqa_score_official
 from mamo.downstream.readers import VQAQuestion, read_vqa
-from mamo.downstream.tasks.common import Context, TaskState, train_loop
+from mamo.downstream.tasks.common import Context, TaskState, TaskTraining
+
+log = logging.getLogger(__name__)
 
 
 def load_split(ctx: Context, split: str) -> list[VQAQuestion]:
@@ -42,7 +45,8 @@ def fused_cls(ctx: Context, model, image_files: list[str], texts: list[str]) -> 
     return model.fuse(img_emb, txt_emb, mask).text_cls
 
 
-def finetune(ctx: Context, model) -> TaskState:
+def training(ctx: Context, model) -> TaskTraining:
+    """The answer vocabulary, soft targets, a fresh head and its BCE step."""
     cfg = ctx.cfg
     train = [q for q in load_split(ctx, cfg.data.train_split) if q.answers]
     answers = answer_vocab(train, cfg.options.vqa_max_answers)
@@ -53,24 +57,22 @@ def finetune(ctx: Context, model) -> TaskState:
             if a in index:
                 targets[i, index[a]] = s
     head = VQAHead(model.model_cfg.text.width, len(answers)).to(ctx.device)
-    ctx.log(f"vqa: {len(train)} training questions, {len(answers)} answers")
+    log.info("vqa: %d training questions, %d answers", len(train), len(answers))
 
-    def step(idx: torch.Tensor, _: int) -> dict[str, torch.Tensor]:
+    def step(idx: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
         qs = [train[i] for i in idx.tolist()]
         logits = head(fused_cls(ctx, model, [q.image_file for q in qs], [q.question for q in qs]))
         loss = VQAHead.loss(logits, targets[idx].to(ctx.device))
         return {"loss": loss}
 
-    history = train_loop(ctx, model, head, len(train), step)
     majority = Counter(normalize_answer(q.multiple_choice_answer or q.answers[0]) for q in train).most_common(1)[0][0]
     # a stronger blind baseline: the most frequent answer of each question type (language prior)
     by_type: dict[str, Counter] = {}
     for q in train:
         by_type.setdefault(q.question_type or "", Counter())[normalize_answer(q.multiple_choice_answer or q.answers[0])] += 1
     prior = {t: c.most_common(1)[0][0] for t, c in sorted(by_type.items())}
-    return TaskState(head=head, meta={"answers": answers, "majority_answer": majority,
-                                      "prior_by_question_type": prior,
-                                      "final_loss": history[-1]["loss"] if history else None})
+    return TaskTraining(n_examples=len(train), step=step, head=head,
+                        meta={"answers": answers, "majority_answer": majority, "prior_by_question_type": prior})
 
 
 def build_head(model, meta: dict[str, Any]) -> VQAHead:
