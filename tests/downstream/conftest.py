@@ -23,7 +23,7 @@ def synth_tasks(synth_version, tmp_path_factory) -> Path:
     from mamo.downstream.synthetic_tasks import write_synthetic_tasks
 
     out = tmp_path_factory.mktemp("tasks")
-    write_synthetic_tasks(synth_version, out, seed=0, log=lambda m: None)
+    write_synthetic_tasks(synth_version, out, seed=0)
     return out
 
 
