@@ -109,3 +109,16 @@ def test_backbone_from_a_pretraining_run_drops_the_mmm_heads(reference):
 def test_import_mamo_stays_light_and_load_is_lazy():
     code = "import sys, mamo; f = mamo.load; assert 'torch' not in sys.modules, 'torch'; assert callable(f)"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=env())
+
+
+def test_readme_block_runs_as_written(reference, paths):
+    """The README's own code block (read from README.md, so it cannot drift from this test)."""
+    import re
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Using a trained model", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert 'mamo.load("runs/demo/tiny")' in code
+    scope = {"paths": paths}
+    exec(compile(code.replace('"runs/demo/tiny"', repr(str(reference))), "README.md", "exec"), scope)
+    assert scope["sim"].shape == (len(paths), 2) and scope["score"].shape == (len(paths),)
