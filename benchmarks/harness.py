@@ -121,14 +121,23 @@ def synthetic_batch(batch: int, text_len: int, image_size: int, num_concepts: in
     return {k: v.to(device) for k, v in out.items()}
 
 
+#: the pseudo-preset "micro": tiny reduced to 32 px, width 64, 1+1+2 layers (for --smoke)
+MICRO = ("vision.image_size=32", "vision.width=64", "vision.depth=1", "vision.heads=2", "vision.mlp_dim=128",
+         "text.width=64", "text.depth=1", "text.heads=2", "text.mlp_dim=128", "fusion.depth=2",
+         "fusion.heads=2", "fusion.mlp_dim=128", "embed_dim=32", "queue_size=32")
+
+
 def synthetic_model(preset: str, num_concepts: int = 1000, attn: str = "sdpa", loss_impl: str = "torch",
                     overrides: tuple[str, ...] | list[str] = (), seed: int = 0):
-    """A freshly initialised MAMO of ``preset`` (no pretrained weights), on the CPU, in train mode."""
+    """A freshly initialised MAMO of ``preset`` (or "micro", see :data:`MICRO`; no pretrained
+    weights), on the CPU, in train mode."""
     import torch
 
     from mamo.model import MAMO, loss_config, model_config
 
     torch.manual_seed(seed)
+    if preset == "micro":
+        preset, overrides = "tiny", (*MICRO, *overrides)
     mcfg = model_config(preset, [f"attn_impl={attn}", "text_init=null", *overrides])
     model = MAMO(mcfg, loss_config([f"loss_impl={loss_impl}"]), num_concepts=num_concepts,
                  load_pretrained=False)
@@ -245,8 +254,9 @@ class Report:
         self.data["rows"].append(r)
         return r
 
-    def check(self, what: str, case: str, ok: bool, **detail: Any) -> None:
-        r = {"what": what, "case": case, "ok": bool(ok), **detail}
+    def check(self, kernel: str, case: str, ok: bool, **detail: Any) -> None:
+        """A pass/fail check of ``kernel`` (a kernel, or what else was checked, e.g. mamo.train)."""
+        r = {"kernel": kernel, "case": case, "ok": bool(ok), **detail}
         print("  check", json.dumps(r, default=str), flush=True)
         self.data["checks"].append(r)
 
@@ -291,8 +301,8 @@ class Report:
         if d["checks"]:
             lines += ["## Checks", "", "| what | case | ok | detail |", "|---|---|---|---|"]
             for c in d["checks"]:
-                detail = ", ".join(f"{k} {_fmt(v)}" for k, v in c.items() if k not in ("what", "case", "ok"))
-                lines.append(f"| {c['what']} | {c['case']} | {'yes' if c['ok'] else 'NO'} | {detail} |")
+                detail = ", ".join(f"{k} {_fmt(v)}" for k, v in c.items() if k not in ("kernel", "case", "ok"))
+                lines.append(f"| {c['kernel']} | {c['case']} | {'yes' if c['ok'] else 'NO'} | {detail} |")
             lines.append("")
         for name, value in d["sections"].items():
             lines += [f"## {name}", "", "```", json.dumps(value, indent=1, default=str), "```", ""]
