@@ -112,19 +112,21 @@ def measure(cfg: Config, batch: int, steps: int, warmup: int, device: str, text_
     return row
 
 
-def compare(rep: Report, group: str, configs: list[Config], baseline: Config, flops: float | None = None,
+def compare(rep: Report, group: str, configs: list[Config], baseline: Config, count_flops: bool = False,
             isolate: bool = False, **kw: Any) -> list[dict[str, Any]]:
     """Measure ``baseline`` then each config; one report row per config (samples/s, same run).
-    ``flops`` per step gives model TFLOP/s and MFU; ``isolate`` runs each in its own process."""
+    ``count_flops``: the baseline's FLOPs per step give every row model TFLOP/s and MFU;
+    ``isolate`` runs each configuration in its own process; ``kw`` go to :func:`measure`."""
     measured = {}
     for cfg in [baseline, *[c for c in configs if c != baseline]]:
+        spec = {**kw, "count_flops": count_flops and cfg == baseline}
         try:
-            measured[cfg] = _child(cfg, kw) if isolate else measure(cfg, **kw)
+            measured[cfg] = _child(cfg, spec) if isolate else measure(cfg, **spec)
         except Exception as e:  # noqa: BLE001 - one failing configuration must not lose the others
             rep.error(f"{group} {cfg.label}", e)
         rep.save()
     base = measured.get(baseline)
-    flops = flops or (base or {}).get("flops_per_step")
+    flops = (base or {}).get("flops_per_step")
     for cfg, r in measured.items():
         extra = {k: v for k, v in r.items() if k not in ("config", "samples_per_s")}
         if flops:

@@ -4,7 +4,7 @@ Replay a failure with KERNEL_TEST_SEED=<seed> (the seed shows in the captured ou
 
 Tests named ``test_cuda_*`` run the compiled kernels on a GPU at the model's shapes; they are
 skipped without CUDA and under the interpreter. benchmarks/gpu_check.py runs them on a lent GPU:
-``TRITON_INTERPRET=0 pytest tests/kernels -k cuda``.
+``TRITON_INTERPRET=0 pytest tests/kernels -k test_cuda_``.
 """
 import os
 import random
