@@ -25,7 +25,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from mamo.core.files import write_text
 
@@ -385,3 +385,28 @@ def compare(rep: Report, group: str, case: str, candidate: tuple[str, Callable[[
         if flops:
             theirs["base_tflops"] = flops / (base_ms * 1e-3) / 1e12
         rep.row(group, case, name, ms, base_name, base_ms, "ms", **mine, **theirs, **extra)
+
+
+def until(deadline: float, cases: list[Any], rep: Report, what: str) -> Iterator[Any]:
+    """The cases, as long as the time budget lasts (then one "skipped" error)."""
+    for case in cases:
+        if time.time() > deadline:
+            rep.error(what, "skipped: time budget")
+            return
+        yield case
+
+
+def main(doc: str | None, title: str, argv: list[str] | None, run: Callable[[Report, str, str], Any],
+         **extras: tuple[str, Callable[[Report, str, str], Any]]) -> int:
+    """A benchmark's CLI: the common options, ``run(report, size, device)``, and each of
+    ``extras`` (option name -> (help, function)) when its ``--option`` is given."""
+    ap = parser(doc)
+    for name, (help_, _) in extras.items():
+        ap.add_argument(f"--{name}", action="store_true", help=help_)
+    args = parse(ap, argv)
+    rep = Report(title, {"size": args.size, "device": args.device}, args.out)
+    run(rep, args.size, args.device)
+    for name, (_, fn) in extras.items():
+        if getattr(args, name):
+            fn(rep, args.size, args.device)
+    return rep.finish()

@@ -47,10 +47,7 @@ def run(rep: Report, size: str, device: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = harness.parse(harness.parser(__doc__), argv)
-    rep = Report("contrastive loss", {"size": args.size, "device": args.device}, args.out)
-    run(rep, args.size, args.device)
-    return rep.finish()
+    return harness.main(__doc__, "contrastive loss", argv, run)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,11 @@ def inputs(B: int, H: int, S: int, D: int, T: int, dtype: str, device: Any):
     return q, k, v, torch.randn_like(q), (padding_mask(B, S, T, device) if T else None)
 
 
+def _keep(mask):
+    """SDPA's boolean mask (True = attend) from a key-padding mask (True = padding)."""
+    return None if mask is None else ~mask[:, None, None, :]
+
+
 def run(rep: Report, size: str, device: str, deadline: float = math.inf) -> None:
     """fwd and fwd+bwd of each case: Triton against every baseline."""
     import torch
@@ -72,12 +77,9 @@ def run(rep: Report, size: str, device: str, deadline: float = math.inf) -> None
 
     from kernels.attention import attention_reference, fused_attention
 
-    for name, B, H, S, D, T, dt in CASES[size]:
-        if time.time() > deadline:
-            rep.error("attention", "skipped: time budget")
-            return
+    for name, B, H, S, D, T, dt in harness.until(deadline, CASES[size], rep, "attention"):
         q, k, v, do, mask = inputs(B, H, S, D, T, dt, device)
-        keep = None if mask is None else ~mask[:, None, None, :]
+        keep = _keep(mask)
 
         def sdpa_flash():
             with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
@@ -120,12 +122,9 @@ def run_compiled(rep: Report, size: str, device: str, deadline: float = math.inf
     from kernels.attention import fused_attention
 
     opts = COMPILE[size]
-    for name, B, H, S, D, T, dt in CASES[size]:
-        if time.time() > deadline:
-            rep.error("attention compiled", "skipped: time budget")
-            break
+    for name, B, H, S, D, T, dt in harness.until(deadline, CASES[size], rep, "attention compiled"):
         q, k, v, do, mask = inputs(B, H, S, D, T, dt, device)
-        keep = None if mask is None else ~mask[:, None, None, :]
+        keep = _keep(mask)
         torch._dynamo.reset()
         tri = torch.compile(lambda q, k, v, m: fused_attention(q, k, v, m, impl="triton"), fullgraph=True, **opts)
         sdpa = torch.compile(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m),
@@ -220,17 +219,9 @@ def launch_overhead(size: str, device: str) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = harness.parser(__doc__)
-    ap.add_argument("--compiled", action="store_true", help="also time fwd+bwd under torch.compile")
-    ap.add_argument("--profile", action="store_true", help="also measure host time per call")
-    args = harness.parse(ap, argv)
-    rep = Report("attention: triton vs sdpa / eager", {"size": args.size, "device": args.device}, args.out)
-    run(rep, args.size, args.device)
-    if args.compiled:
-        run_compiled(rep, args.size, args.device)
-    if args.profile:
-        run_profile(rep, args.size, args.device)
-    return rep.finish()
+    return harness.main(__doc__, "attention: triton vs sdpa / eager", argv, run,
+                        compiled=("also time fwd+bwd under torch.compile", run_compiled),
+                        profile=("also measure host time per call", run_profile))
 
 
 if __name__ == "__main__":

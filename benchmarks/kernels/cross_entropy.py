@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 
 from benchmarks import harness
 from benchmarks.harness import Report
@@ -43,10 +42,7 @@ def run(rep: Report, size: str, device: str, deadline: float = math.inf) -> None
 
     from kernels.cross_entropy import fused_linear_cross_entropy
 
-    for name, N, D, V, dt in CASES[size]:
-        if time.time() > deadline:
-            rep.error("linear CE", "skipped: time budget")
-            return
+    for name, N, D, V, dt in harness.until(deadline, CASES[size], rep, "linear CE"):
         params, labels = inputs(N, D, V, dt, device)
         h, w, b = params
 
@@ -79,14 +75,8 @@ def run_sweep(rep: Report, size: str, device: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = harness.parser(__doc__)
-    ap.add_argument("--sweep", action="store_true", help="also sweep the chunk size")
-    args = harness.parse(ap, argv)
-    rep = Report("linear cross-entropy: triton vs eager", {"size": args.size, "device": args.device}, args.out)
-    run(rep, args.size, args.device)
-    if args.sweep:
-        run_sweep(rep, args.size, args.device)
-    return rep.finish()
+    return harness.main(__doc__, "linear cross-entropy: triton vs eager", argv, run,
+                        sweep=("also sweep the chunk size", run_sweep))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 
 from benchmarks import harness
 from benchmarks.harness import Report
@@ -30,10 +29,7 @@ def run(rep: Report, size: str, device: str, deadline: float = math.inf) -> None
 
     from kernels.regression import masked_regression_loss, masked_regression_reference
 
-    for name, N, D, kind, norm, dt in CASES[size]:
-        if time.time() > deadline:
-            rep.error("masked regression", "skipped: time budget")
-            return
+    for name, N, D, kind, norm, dt in harness.until(deadline, CASES[size], rep, "masked regression"):
         dtype = getattr(torch, dt)
         pred = torch.randn(N, D, device=device, dtype=dtype, requires_grad=True)
         target = torch.randn(N, D, device=device, dtype=dtype)
@@ -47,10 +43,7 @@ def run(rep: Report, size: str, device: str, deadline: float = math.inf) -> None
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = harness.parse(harness.parser(__doc__), argv)
-    rep = Report("masked regression: triton vs eager", {"size": args.size, "device": args.device}, args.out)
-    run(rep, args.size, args.device)
-    return rep.finish()
+    return harness.main(__doc__, "masked regression: triton vs eager", argv, run)
 
 
 if __name__ == "__main__":
