@@ -102,6 +102,8 @@ def run_tests(rep: Report, out: Path, deadline: float) -> None:
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=max(60.0, deadline - time.time()))
     print(r.stdout[-3000:], r.stderr[-2000:])
+    if not junit.is_file():
+        raise RuntimeError(f"pytest wrote no results (exit {r.returncode}): {r.stderr.strip()[-500:]}")
     ran = 0
     for case in ET.parse(junit).getroot().iter("testcase"):
         outcome = [c.tag for c in case if c.tag in ("failure", "error", "skipped")]

@@ -14,6 +14,7 @@ Run a benchmark from the repository root: ``python -m benchmarks.<name> [--smoke
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -214,6 +215,7 @@ def use_vocab(vocab: str | Path | None, scratch: Path) -> dict[str, str]:
     (pkg / "__init__.py").touch()
     (pkg / "vocab.txt").write_bytes(Path(vocab).read_bytes())
     sys.path.insert(0, str(pkg.parent))
+    importlib.invalidate_caches()
     env = subprocess_env()
     env["PYTHONPATH"] = os.pathsep.join((str(pkg.parent), env["PYTHONPATH"]))
     return env
