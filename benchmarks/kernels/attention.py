@@ -39,9 +39,11 @@ COMPILE = {"full": {"mode": "reduce-overhead"}, "quick": {"mode": "reduce-overhe
 PROFILE = {"full": (((128, 40, 40), (128, 297, 40)), 12, 64, "bfloat16", 20),
            "quick": (((32, 40, 40), (32, 297, 40)), 12, 64, "bfloat16", 20),
            "smoke": (((1, 20, 5),), 2, 16, "float32", 1)}
-# launch overhead: (B, H, S = text, D, dtype) and calls per figure
+# launch overhead: (B, H, S = text, D, dtype) and calls per figure for the launched calls; our
+# wrappers without launches are cheap anywhere, so always at the model's text shape, 300 calls
 LAUNCH = {"full": ((4, 12, 40, 64, "bfloat16"), 300), "quick": ((4, 12, 40, 64, "bfloat16"), 300),
           "smoke": ((1, 2, 20, 16, "float32"), 2)}
+WRAPPERS = (4, 12, 40, 64, "bfloat16")
 
 
 def padding_mask(B: int, S: int, text: int, device: Any):
@@ -191,29 +193,32 @@ def launch_overhead(size: str, device: str) -> dict[str, float]:
     def empty17(X, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16):
         pass
 
-    (B, H, S, D, dt), n = LAUNCH[size]
-
-    def per_call(fn, n=n) -> float:
+    def per_call(fn, n: int) -> float:
         return round(harness.host_time_ms(fn, device, n, min(n, 10))[0] * 1e3, 2)
 
-    q, k, v, do, _ = inputs(B, H, S, D, 0, dt, device)
-    mask = padding_mask(B, S, S, device)
-    tri = lambda: torch.autograd.grad(fused_attention(q, k, v, mask, impl="triton"), (q, k, v), do)  # noqa: E731
+    def fwd_bwd(B, H, S, D, dt):
+        q, k, v, do, _ = inputs(B, H, S, D, 0, dt, device)
+        mask = padding_mask(B, S, S, device)
+        return (lambda: torch.autograd.grad(fused_attention(q, k, v, mask, impl="triton"), (q, k, v), do),
+                lambda: torch.autograd.grad(attention(q, k, v, mask, "sdpa"), (q, k, v), do))
+
     out = {}
+    shape, n = LAUNCH[size]
     if device == "cuda":
         x = torch.zeros(16, device=device)
-        out["empty kernel, 1 arg"] = per_call(lambda: empty1[(1,)](x))
-        out["empty kernel, 17 args"] = per_call(lambda: empty17[(1,)](x, *range(1, 17)))
+        out["empty kernel, 1 arg"] = per_call(lambda: empty1[(1,)](x), n)
+        out["empty kernel, 17 args"] = per_call(lambda: empty17[(1,)](x, *range(1, 17)), n)
+    tri, _ = fwd_bwd(*WRAPPERS)
 
     def wrappers_only():
         with recording_launches():
             return tri()
 
-    shape = f"B{B} H{H} S{S} D{D} {dt}"
-    out[f"attention fwd+bwd {shape}, wrappers without launches"] = per_call(wrappers_only, 300)  # cheap anywhere
-    out[f"attention fwd+bwd {shape}, triton (2 launches)"] = per_call(tri)
-    out[f"attention fwd+bwd {shape}, sdpa (model path)"] = per_call(
-        lambda: torch.autograd.grad(attention(q, k, v, mask, "sdpa"), (q, k, v), do))
+    label = "attention fwd+bwd B{} H{} S{} D{} {}, {}".format
+    out[label(*WRAPPERS, "wrappers without launches")] = per_call(wrappers_only, 300)
+    tri, sdpa = fwd_bwd(*shape)
+    out[label(*shape, "triton (2 launches)")] = per_call(tri, n)
+    out[label(*shape, "sdpa (model path)")] = per_call(sdpa, n)
     print("  launch overhead (host us per call):", json.dumps(out))
     return out
 
