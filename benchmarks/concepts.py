@@ -6,23 +6,19 @@ process, measured alternately; the best of ``--repeats`` runs counts. Two baseli
 ``pipe+filter``: the same lemma/POS/stop-word filtering written inline, without dedup.
 Corpora: (a) all captions unique, (b) ~30% of captions repeat an earlier one.
 
-    python benchmarks/concepts.py [--n 2000] [--repeats 3]
+    python -m benchmarks.concepts [--n 2000] [--repeats 3]
+    python -m benchmarks.concepts --smoke
 """
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 import time
-from pathlib import Path
 
-# run as a script, this file's own name would shadow the `concepts` package: import from the repo
-_REPO = Path(__file__).resolve().parents[1]
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO / "benchmarks"]
-sys.path.insert(0, str(_REPO))
-
-from concepts.config import ExtractConfig  # noqa: E402
-from concepts.extract import ConceptExtractor, load_nlp  # noqa: E402
+from benchmarks import harness
+from benchmarks.harness import Report
+from concepts.config import ExtractConfig
+from concepts.extract import ConceptExtractor, load_nlp
 
 SUBJECTS = ["dog", "cat", "man", "woman", "child", "horse", "bird", "car", "boat", "train",
             "skier", "surfer", "cyclist", "chef", "player", "cow", "goose", "truck", "girl", "boy"]
@@ -82,31 +78,33 @@ def measure(fns: dict, repeats: int) -> dict[str, tuple[float, float]]:
     return best
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    ap = harness.parser(__doc__)
     ap.add_argument("--n", type=int, default=2000, help="captions per corpus")
     ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
+    args = harness.parse(ap, argv)
+    if args.smoke:
+        args.n, args.repeats = 40, 1
     cfg = ExtractConfig()
     nlp = load_nlp(cfg.pipeline)
     extractor = ConceptExtractor(cfg, nlp=nlp)
     pos = frozenset(cfg.pos)
     bare_pipe(nlp, make_captions(200, 0.0, seed=99), cfg.batch_size)  # warm-up
-    print(f"pipeline {cfg.pipeline} -> {nlp.pipe_names}; n={args.n}, best of {args.repeats} interleaved runs")
+    rep = Report(f"concept extraction, pipeline {cfg.pipeline} -> {nlp.pipe_names}", {
+        "n": args.n, "best_of": f"{args.repeats} interleaved runs"}, args.out)
     for label, share in (("(a) unique captions", 0.0), ("(b) ~30% repeats", 0.3)):
         caps = make_captions(args.n, share)
         res = measure({"bare nlp.pipe": lambda: bare_pipe(nlp, caps, cfg.batch_size),
                        "nlp.pipe + filter": lambda: pipe_filter(nlp, caps, cfg.batch_size, pos),
                        "ours (ConceptExtractor)": lambda: extractor.extract(caps)}, args.repeats)
         n = len(caps)
-        print(f"{label}: distinct {len(set(caps))}/{n}")
-        for name, (cpu, wall) in res.items():
-            print(f"  {name:<24} {n / cpu:7.0f} captions/CPU-s  {n / wall:7.0f} captions/s wall")
-        ours = res["ours (ConceptExtractor)"]
-        for base in ("bare nlp.pipe", "nlp.pipe + filter"):
-            print(f"  ratio ours / {base}: {res[base][0] / ours[0]:.2f}x (CPU time), "
-                  f"{res[base][1] / ours[1]:.2f}x (wall)")
+        cpu, wall = res.pop("ours (ConceptExtractor)")
+        for base, (base_cpu, base_wall) in res.items():
+            rep.row("captions per CPU second", f"{label}, distinct {len(set(caps))}/{n}", "ours (ConceptExtractor)",
+                    n / cpu, base, n / base_cpu, "captions/CPU-s", wall_captions_per_s=round(n / wall),
+                    base_wall_captions_per_s=round(n / base_wall))
+    return rep.finish()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

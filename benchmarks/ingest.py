@@ -1,15 +1,15 @@
 """Ingest throughput: our download path vs bare img2dataset, same input, same settings, same run.
 
-    .venv/bin/python benchmarks/ingest.py [--n 2000] [--image-size 96] [--processes 2]
+    python -m benchmarks.ingest [--n 2000] [--image-size 96] [--processes 2]
+    python -m benchmarks.ingest --smoke
 
 Both download the same synthetic PNGs from one loopback HTTP server. The baseline is
 ``img2dataset.download`` alone (webdataset output); ours is plan (URL checks, caption
 normalisation, dedup by URL) + the same img2dataset call + post-processing (decode check,
-dedup by bytes, our shards, DALI indexes, manifest). Prints images/s of both and the ratio.
+dedup by bytes, our shards, DALI indexes, manifest). Reports images/s of both and the ratio.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -17,17 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import harness
+from benchmarks.harness import Report
+
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-# run as a script, this file's folder comes first on sys.path and its name would shadow the
-# `ingest` package: put the repository root there instead
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    ap = harness.parser(__doc__)
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--image-size", type=int, default=96, help="output size")
     ap.add_argument("--source-size", type=int, default=128, help="served image size")
@@ -35,7 +32,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=16)
     ap.add_argument("--samples-per-shard", type=int, default=1000)
     ap.add_argument("--workdir", default=None)
-    a = ap.parse_args()
+    a = harness.parse(ap, argv)
+    if a.smoke:
+        a.n, a.image_size, a.source_size, a.processes, a.threads = 8, 32, 32, 1, 2
 
     from ingest.config import IngestConfig
     from ingest.download import download_chunks, finalize, plan_download
@@ -48,8 +47,8 @@ def main() -> None:
     import img2dataset  # noqa: F401 - imported once up front, outside both timings
 
     work = Path(a.workdir or tempfile.mkdtemp(prefix="mamo-ingest-bench-"))
-    src = write_synthetic_url_source(work / "src", SyntheticConfig(n=a.n, seed=0,
-                                                                   image_size=a.source_size))
+    src = write_synthetic_url_source(work / "src", SyntheticConfig(n=a.n, seed=0, image_size=a.source_size),
+                                     progress=False)
     with serve_directory(src) as base:
         table = url_table_for(src, base)
         # baseline: bare img2dataset, run before and after ours (the machine is shared)
@@ -79,19 +78,21 @@ def main() -> None:
         t2 = time.perf_counter()
         m = finalize(cfg, vdir, plan)
         t3 = time.perf_counter()
-        t_bare_runs.append(bare())
+        if not a.smoke:  # img2dataset takes ~10 s to start: the smoke run times it once
+            t_bare_runs.append(bare())
     t_bare = sum(t_bare_runs) / len(t_bare_runs)
     t_ours = t3 - t0
     assert m["counts"]["written"] == a.n, m["counts"]
-    print(f"images: {a.n}, output {a.image_size}px, processes {a.processes}, threads {a.threads}")
-    print(f"bare img2dataset : {t_bare:7.1f} s  {a.n / t_bare:7.1f} img/s  (mean of runs "
-          f"before and after ours: {', '.join(f'{t:.1f} s' for t in t_bare_runs)})")
-    print(f"ours (total)     : {t_ours:7.1f} s  {a.n / t_ours:7.1f} img/s  "
-          f"(plan {t1 - t0:.1f} s, img2dataset {t2 - t1:.1f} s, post-process {t3 - t2:.1f} s)")
-    print(f"ratio ours/bare throughput: {t_bare / t_ours:.2f}")
+    rep = Report(f"ingest: ours vs bare img2dataset, {a.n} images", {
+        "image_size": a.image_size, "processes": a.processes, "threads": a.threads}, a.out)
+    rep.row("download throughput", f"{a.n} images", "ours (plan + img2dataset + post-process)", a.n / t_ours,
+            "bare img2dataset (mean of runs before and after ours)", a.n / t_bare, "img/s",
+            plan_s=round(t1 - t0, 1), img2dataset_s=round(t2 - t1, 1), post_process_s=round(t3 - t2, 1),
+            bare_runs_s=[round(t, 1) for t in t_bare_runs])
     if not a.workdir:
         shutil.rmtree(work, ignore_errors=True)
+    return rep.finish()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

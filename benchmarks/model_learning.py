@@ -3,24 +3,23 @@ with captions naming colour and shape, then measure held-out image->text R@1 (IT
 the ITM score ranks the true caption above a wrong one, against the untrained model measured in
 the same run.
 
-    python benchmarks/model_learning.py --steps 300
+    python -m benchmarks.model_learning --steps 300
+    python -m benchmarks.model_learning --smoke
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "model")]
+from benchmarks import harness
+from benchmarks.harness import ROOT, Report
+from mamo.model import MAMO, loss_config, model_config
 
-from model_testdata import NUM_CONCEPTS, make_batch  # noqa: E402  (the test suite's batch maker)
-
-from mamo.model import MAMO, loss_config, model_config  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests" / "model"))
+from model_testdata import NUM_CONCEPTS, make_batch  # noqa: E402  (the test suite's learnable batches)
 
 
 @torch.no_grad()
@@ -41,32 +40,30 @@ def held_out(model: MAMO, batches: int = 4) -> tuple[float, float]:
     return hits / n, wins / n
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    ap = harness.parser(__doc__)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
+    args = harness.parse(ap, argv)
+    if args.smoke:
+        args.steps = 2
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = MAMO(model_config("tiny"), loss_config(), NUM_CONCEPTS)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.02)
     r1_0, itm_0 = held_out(model)
     t0 = time.perf_counter()
-    for step in tqdm(range(args.steps), desc="train tiny", unit="step"):
-        out = model(make_batch(8, seed=step), generator_seed=step)
-        out["loss"].backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        model.momentum_update()
+    for step in tqdm(range(args.steps), desc="train tiny", unit="step", disable=args.smoke):
+        loss = harness.train_step(model, opt, make_batch(8, seed=step), step)
     dt = time.perf_counter() - t0
     r1, itm = held_out(model)
-    print(f"tiny preset, {args.steps} steps of batch 8 in {dt:.0f} s; last step: "
-          + ", ".join(f"{k}={float(v.detach()):.3f}" for k, v in out.items()))
-    print(f"held-out i2t R@1: {r1_0:.2f} untrained -> {r1:.2f} trained (chance 0.125; "
-          f"ratio {r1 / max(r1_0, 1e-9):.1f}x)")
-    print(f"held-out ITM true>wrong: {itm_0:.2f} untrained -> {itm:.2f} trained")
-    return 0
+    rep = Report(f"does tiny learn? {args.steps} steps of batch 8 in {dt:.0f} s, last loss {loss:.3f}",
+                 {"threads": args.threads}, args.out)
+    case = f"tiny, {args.steps} steps"
+    rep.row("held-out", case, "trained: i2t R@1 among 8 (chance 0.125)", r1, "untrained", r1_0, "R@1")
+    rep.row("held-out", case, "trained: share ITM(true) > ITM(wrong)", itm, "untrained", itm_0, "share")
+    return rep.finish()
 
 
 if __name__ == "__main__":

@@ -1,145 +1,183 @@
-"""One MAMO pre-training step (forward + backward + AdamW + EMA) per configuration.
+"""One MAMO pre-training step (forward + backward + AdamW + EMA) per configuration, against a
+baseline configuration of the same preset measured in the same run.
 
-Each configuration runs in its own process so that peak memory (CPU: peak RSS growth after
-the model is built; CUDA: ``max_memory_allocated``) and compile caches do not mix. The
-baseline is ``attn=eager, compile=off`` of the same preset, measured in the same run.
+    python -m benchmarks.model_step --threads 1    # CPU: tiny + small, eager vs sdpa; tiny sdpa compiled
+    python -m benchmarks.model_step --presets tiny --steps 10
+    python -m benchmarks.model_step --device cuda --presets base --attn sdpa,triton --batch base=64
+    python -m benchmarks.model_step --smoke
 
-    python benchmarks/model_step.py --threads 1   # tiny + small, eager/sdpa; tiny+sdpa compiled
-    python benchmarks/model_step.py --presets tiny --steps 10
+The baseline is ``attn=eager``, not compiled, of the same preset. Each configuration runs in
+its own process so that peak memory (CPU: the process's peak RSS; CUDA: ``max_memory_allocated``)
+and compile caches do not mix. On CUDA the steps run under bf16 autocast with fused AdamW.
+``--compile`` compiles every transformer block as ``train.compile=true`` does;
+``--checkpointing`` also measures ``train.activation_checkpointing=true``.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
 import resource
-import subprocess
 import sys
 import time
-from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks import harness
+from benchmarks.harness import Report
+
+NUM_CONCEPTS = 1000
+TEXT_LEN = 30
 
 
-def _rss_mb() -> float:
-    # Linux reports ru_maxrss in KiB.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """What a step is measured with."""
+
+    preset: str
+    attn: str = "sdpa"
+    loss_impl: str = "torch"
+    compiled: bool = False
+    checkpointing: bool = False
+
+    @property
+    def label(self) -> str:
+        return (f"{self.preset} attn={self.attn} losses={self.loss_impl}" + (" compiled" if self.compiled else "")
+                + (" + activation checkpointing" if self.checkpointing else ""))
 
 
-def run_one(preset: str, attn: str, compile_: bool, batch: int, steps: int, warmup: int,
-            device: str, threads: int) -> dict:
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def measure(cfg: Config, batch: int, steps: int, warmup: int, device: str, text_len: int = TEXT_LEN,
+            count_flops: bool = False, count_saved: bool = False, threads: int = 0,
+            compile_mode: str = "default") -> dict[str, Any]:
+    """Time ``steps`` training steps of ``cfg`` after ``warmup`` steps; samples/s, peak memory,
+    with ``count_flops`` the FLOPs of one step (torch's FlopCounterMode), with ``count_saved``
+    the memory autograd keeps for the backward (parameters excluded)."""
     import torch
+
+    from mamo.model.transformer import transformer_blocks
 
     if threads:
         torch.set_num_threads(threads)
-    sys.path.insert(0, str(ROOT))
-    from mamo.model import MAMO, loss_config, model_config
+    model = harness.synthetic_model(cfg.preset, NUM_CONCEPTS, cfg.attn, cfg.loss_impl)
+    if cfg.checkpointing:
+        from mamo.trainer.activation_checkpointing import checkpoint_blocks
 
-    torch.manual_seed(0)
-    mcfg = model_config(preset, [f"attn_impl={attn}", "text_init=null"])
-    model = MAMO(mcfg, loss_config(), num_concepts=1000).to(device)
-    if compile_:
-        model.compile()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    size = mcfg.vision.image_size
-    length = 30
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, 30000, (batch, length), generator=g)
-    ids[:, 0], ids[:, -1] = 101, 102
-    labels = torch.full((batch, length), -100)
-    labels[:, 1:8] = torch.randint(0, 1000, (batch, 7), generator=g)
-    data = {"image": torch.randn(batch, 3, size, size, generator=g), "input_ids": ids,
-            "attention_mask": torch.ones_like(ids), "concept_labels": labels}
-    data = {k: v.to(device) for k, v in data.items()}
-    cuda = device.startswith("cuda")
-
-    def step(i: int) -> None:
-        out = model(data, generator_seed=i)
-        out["loss"].backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        model.momentum_update()
-
+        checkpoint_blocks(model)
+    model.to(device)
+    if cfg.compiled:
+        for block in transformer_blocks(model):
+            block.compile(mode=compile_mode)
+    opt = harness.optimizer(model, device)
+    data = harness.synthetic_batch(batch, text_len, model.model_cfg.vision.image_size, NUM_CONCEPTS, device)
+    amp, cuda = device.startswith("cuda"), device.startswith("cuda")
+    row: dict[str, Any] = {"config": cfg.label, "batch": batch, "steps": steps,
+                           "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1)}
     t0 = time.perf_counter()
     for i in range(warmup):
-        step(i)
+        harness.train_step(model, opt, data, i, amp)
+    harness.sync(device)
+    row["warmup_s"] = round(time.perf_counter() - t0, 2)  # includes compilation
+    if count_flops:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            harness.train_step(model, opt, data, warmup, amp)
+        row["flops_per_step"] = float(counter.get_total_flops())
+    if count_saved:
+        from mamo.trainer.activation_checkpointing import saved_activation_bytes
+
+        saved: list[int] = []
+
+        def forward():
+            out, n = saved_activation_bytes(lambda: model(data, generator_seed=0), model)
+            saved.append(n)
+            return out
+
+        harness.train_step(model, opt, data, 0, amp, forward=forward)
+        row["saved_for_backward_MiB"] = round(saved[0] / 2**20, 1)
     if cuda:
-        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    warm_s = time.perf_counter() - t0
-    rss_before = _rss_mb()
     t0 = time.perf_counter()
+    loss = float("nan")
     for i in range(steps):
-        step(warmup + i)
-    if cuda:
-        torch.cuda.synchronize()
-    dt = time.perf_counter() - t0
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _rss_mb()
-    return {"preset": preset, "attn": attn, "compile": compile_, "batch": batch, "steps": steps,
-            "samples_per_s": batch * steps / dt, "step_s": dt / steps, "warmup_s": warm_s,
-            "peak_mb": peak, "peak_kind": "cuda_max_allocated" if cuda else "process_max_rss",
-            "rss_growth_in_timed_steps_mb": _rss_mb() - rss_before if not cuda else None,
-            "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+        loss = harness.train_step(model, opt, data, 100 + i, amp)
+    harness.sync(device)
+    dt = (time.perf_counter() - t0) / steps
+    row.update(step_s=round(dt, 4), samples_per_s=batch / dt, final_loss=round(loss, 4),
+               peak_MiB=round(torch.cuda.max_memory_allocated() / 2**20 if cuda else _rss_mib(), 1),
+               peak_kind="cuda max allocated" if cuda else "process max RSS")
+    return row
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def compare(rep: Report, group: str, configs: list[Config], baseline: Config, count_flops: bool = False,
+            isolate: bool = False, **kw: Any) -> list[dict[str, Any]]:
+    """Measure ``baseline`` then each config; one report row per config (samples/s, same run).
+    ``count_flops``: the baseline's FLOPs per step give every row model TFLOP/s and MFU;
+    ``isolate`` runs each configuration in its own process; ``kw`` go to :func:`measure`."""
+    measured = {}
+    for cfg in [baseline, *[c for c in configs if c != baseline]]:
+        spec = {**kw, "count_flops": count_flops and cfg == baseline}
+        try:
+            measured[cfg] = _child(cfg, spec) if isolate else measure(cfg, **spec)
+        except Exception as e:  # noqa: BLE001 - one failing configuration must not lose the others
+            rep.error(f"{group} {cfg.label}", e)
+        rep.save()
+    base = measured.get(baseline)
+    flops = (base or {}).get("flops_per_step")
+    for cfg, r in measured.items():
+        extra = {k: v for k, v in r.items() if k not in ("config", "samples_per_s")}
+        if flops:
+            extra.update(model_TFLOP_per_s=round(flops / r["step_s"] / 1e12, 1),
+                         MFU=round(flops / r["step_s"] / harness.PEAK_BF16_FLOPS, 4))
+        rep.row(group, f"{cfg.preset} batch {r['batch']}", cfg.label, r["samples_per_s"], baseline.label,
+                base["samples_per_s"] if base else None, "samples/s", **extra)
+    return list(measured.values())
+
+
+def _child(cfg: Config, kw: dict[str, Any]) -> dict[str, Any]:
+    spec = json.dumps({"config": dataclasses.asdict(cfg), **kw})
+    proc = harness.python(["-m", "benchmarks.model_step", "--child", spec])
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-2000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = harness.parser(__doc__)
     ap.add_argument("--presets", default="tiny,small")
-    ap.add_argument("--attn", default="eager,sdpa")
-    ap.add_argument("--compile", default="tiny", help="presets also measured with torch.compile "
+    ap.add_argument("--attn", default="eager,sdpa", help="attention impls (eager, sdpa, triton)")
+    ap.add_argument("--compile", default="tiny", help="presets also measured with compiled blocks "
                     "(comma list; 'none' for no compiled runs)")
     ap.add_argument("--compile-attn", default="sdpa", help="attention impls measured compiled")
-    ap.add_argument("--batch", default="tiny=16,small=4")
-    ap.add_argument("--steps", type=int, default=0, help="timed steps (default: tiny 8, small 2)")
+    ap.add_argument("--checkpointing", action="store_true", help="also measure activation checkpointing (sdpa)")
+    ap.add_argument("--batch", default="tiny=16,small=4", help="per-preset batch size (default 4)")
+    ap.add_argument("--steps", type=int, default=0, help="timed steps (default: tiny 8, others 2)")
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = default)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "model_step.json"))
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args()
-
+    args = harness.parse(ap, argv)
     if args.child:
         spec = json.loads(args.child)
-        print(json.dumps(run_one(**spec)))
+        print(json.dumps(measure(Config(**spec.pop("config")), **spec)))
         return 0
-
+    if args.smoke:
+        args.presets, args.compile, args.batch, args.steps, args.warmup = "micro", "none", "micro=2", 1, 1
+        args.checkpointing = True
     batches = dict(kv.split("=") for kv in args.batch.split(","))
     compiled = set() if args.compile == "none" else set(args.compile.split(","))
-    results = []
+    rep = Report("MAMO train step (fwd+bwd+AdamW+EMA)", {"device": args.device, "threads": args.threads}, args.out)
     for preset in args.presets.split(","):
-        steps = args.steps or (8 if preset == "tiny" else 2)
-        for comp in ([False, True] if preset in compiled else [False]):
-            for attn in args.attn.split(","):
-                if comp and attn not in args.compile_attn.split(","):
-                    continue
-                spec = {"preset": preset, "attn": attn, "compile_": comp,
-                        "batch": int(batches.get(preset, 4)), "steps": steps,
-                        "warmup": args.warmup, "device": args.device, "threads": args.threads}
-                proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
-                                      capture_output=True, text=True, cwd=ROOT,
-                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
-                if proc.returncode != 0:
-                    print(f"FAILED {spec}: {proc.stderr[-2000:]}", file=sys.stderr)
-                    continue
-                r = json.loads(proc.stdout.strip().splitlines()[-1])
-                results.append(r)
-                print(f"  measured {preset:<5} attn={attn:<5} compile={str(comp):<5} "
-                      f"{r['samples_per_s']:8.2f} samples/s", file=sys.stderr, flush=True)
-
-    print(f"\nMAMO train step (fwd+bwd+AdamW+EMA), device={args.device}")
-    print(f"{'preset':<6} {'batch':>5} {'attn':<6} {'compile':<8} {'samples/s':>10} {'s/step':>8} "
-          f"{'vs eager':>9} {'peak MB':>9}")
-    for r in results:
-        base = next((b for b in results if b["preset"] == r["preset"] and b["attn"] == "eager"
-                     and not b["compile"]), None)
-        ratio = r["samples_per_s"] / base["samples_per_s"] if base else float("nan")
-        print(f"{r['preset']:<6} {r['batch']:>5} {r['attn']:<6} {'on' if r['compile'] else 'off':<8} "
-              f"{r['samples_per_s']:>10.2f} {r['step_s']:>8.3f} {ratio:>8.2f}x {r['peak_mb']:>9.0f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\n(peak MB = {results[0]['peak_kind'] if results else '-'}; raw results in {out})")
-    return 0
+        configs = [Config(preset, attn) for attn in args.attn.split(",")]
+        configs += [Config(preset, attn, compiled=True) for attn in args.compile_attn.split(",") if preset in compiled]
+        if args.checkpointing:
+            configs.append(Config(preset, "sdpa", checkpointing=True))
+        compare(rep, "train step", configs, Config(preset, "eager"), isolate=not args.smoke,
+                batch=int(batches.get(preset, 4)), steps=args.steps or (8 if preset == "tiny" else 2),
+                warmup=args.warmup, device=args.device, threads=args.threads)
+    return rep.finish()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """benchmarks/gpu_check.py, the script a GPU lease runs once: its plan, its refusal without
-CUDA, and a CPU smoke run of the sections cheap enough for CI (the kernels' own sections are
-covered by tests/kernels), so that a lease is not lost to a broken script."""
+CUDA, and a CPU smoke run of the sections cheap enough for CI (the kernel benchmarks run in
+tests/test_benchmarks_smoke.py, the kernels' CUDA tests are tests/kernels' test_cuda_*), so that
+a lease is not lost to a broken script."""
 from __future__ import annotations
 
 import json
@@ -24,6 +25,7 @@ def _run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 def test_plan_and_no_cuda_refusal(tmp_path):
     r = _run("--plan")
     assert r.returncode == 0 and "fsdp" in r.stdout and "train_cli" in r.stdout
+    assert "pytest tests/kernels -k test_cuda_" in r.stdout  # the correctness checks are the tests'
     r = _run("--out", str(tmp_path / "g"), "--sections", "attention")
     assert r.returncode == 2 and "CUDA is not available" in r.stdout
     r = _run("--cpu-smoke", "--sections", "nonsense", "--out", str(tmp_path / "g"))

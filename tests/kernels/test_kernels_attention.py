@@ -11,8 +11,8 @@ TOL = {torch.float32: dict(atol=1e-4, rtol=1e-5), torch.float16: dict(atol=2e-3,
        torch.bfloat16: dict(atol=2e-2, rtol=2e-2)}
 
 
-def _inputs(B, H, Sq, Sk, D, dtype, requires_grad=True):
-    q, k, v = (torch.randn(B, H, S, D).to(dtype) for S in (Sq, Sk, Sk))
+def _inputs(B, H, Sq, Sk, D, dtype, requires_grad=True, device="cpu"):
+    q, k, v = (torch.randn(B, H, S, D, device=device).to(dtype) for S in (Sq, Sk, Sk))
     for t in (q, k, v):
         t.requires_grad_(requires_grad)
     return q, k, v
@@ -27,7 +27,7 @@ def _run(fn, q, k, v, mask, do, **kw):
 
 
 def _compare(q, k, v, mask, seed, **kw):
-    do = torch.randn(q.shape[:3] + (v.shape[-1],)).to(q.dtype)
+    do = torch.randn(q.shape[:3] + (v.shape[-1],), device=q.device).to(q.dtype)
     out, grads = _run(lambda *a, **k_: fused_attention(*a, impl="triton", **k_), q, k, v, mask, do, **kw)
     ref, ref_grads = _run(attention_reference, q, k, v, mask, do, **kw)
     tol = TOL[q.dtype]
@@ -203,3 +203,34 @@ def test_random_shapes_and_masks(seed):
         q, k, v = _inputs(B, H, Sq, Sk, D, torch.float32)
         mask = torch.rand(B, Sk, generator=g) < torch.rand(1, generator=g)
         _compare(q, k, v, mask, f"{seed} (B{B} H{H} Sq{Sq} Sk{Sk} D{D})")
+
+
+def _text_padding(B, S, text, device):
+    """The model's key-padding: image keys first (never padded), then ``text`` text keys of
+    random valid length >= 1."""
+    mask = torch.zeros(B, S, dtype=torch.bool, device=device)
+    lengths = torch.randint(1, text + 1, (B,), device=device)
+    mask[:, S - text:] = torch.arange(text, device=device)[None, :] >= lengths[:, None]
+    return mask
+
+
+@pytest.mark.parametrize("B,H,S,D,text,dtype", [
+    (8, 12, 237, 64, 40, torch.bfloat16),   # fusion 197+40
+    (8, 12, 297, 64, 40, torch.bfloat16),   # fusion 257+40
+    (8, 12, 257, 64, 0, torch.bfloat16),    # ViT 257, no mask
+    (8, 12, 40, 64, 40, torch.bfloat16),    # text 40
+    (8, 4, 237, 32, 40, torch.float16),
+    (8, 4, 237, 128, 40, torch.float16),
+    (4, 4, 101, 64, 40, torch.float32),     # IEEE fp32 dots
+])
+def test_cuda_model_shapes(B, H, S, D, text, dtype, cuda, seed):
+    q, k, v = _inputs(B, H, S, S, D, dtype, device=cuda)
+    _compare(q, k, v, _text_padding(B, S, text, cuda) if text else None, seed)
+
+
+def test_cuda_fully_padded_element(cuda, seed):
+    q, k, v = _inputs(4, 4, 237, 64, torch.bfloat16, device=cuda)
+    mask = _text_padding(4, 237, 40, cuda)
+    mask[0] = True  # every key of element 0 is padding
+    out, grads = _compare(q, k, v, mask, seed)
+    assert torch.count_nonzero(out[0]) == 0 and all(torch.count_nonzero(g[0]) == 0 for g in grads)

@@ -5,10 +5,10 @@ import torch
 from kernels.cross_entropy import fused_linear_cross_entropy, linear_cross_entropy_reference
 
 
-def _leaves(N, D, V, dtype=torch.float32, bias=True):
-    h = torch.randn(N, D).to(dtype).requires_grad_(True)
-    w = (torch.randn(V, D) / D**0.5).to(dtype).requires_grad_(True)
-    b = torch.randn(V).to(dtype).requires_grad_(True) if bias else None
+def _leaves(N, D, V, dtype=torch.float32, bias=True, device="cpu"):
+    h = torch.randn(N, D, device=device).to(dtype).requires_grad_(True)
+    w = (torch.randn(V, D, device=device) / D**0.5).to(dtype).requires_grad_(True)
+    b = torch.randn(V, device=device).to(dtype).requires_grad_(True) if bias else None
     return h, w, b
 
 
@@ -105,3 +105,17 @@ def test_mixed_dtypes_under_autocast(seed):
     assert h.grad.dtype == torch.bfloat16 and w.grad.dtype == torch.float32
     ref = linear_cross_entropy_reference(h.detach(), w.detach().bfloat16(), b.detach().bfloat16(), labels)
     torch.testing.assert_close(loss.detach(), ref, atol=3e-2, rtol=3e-2, msg=lambda m: f"seed {seed}: {m}")
+
+
+@pytest.mark.parametrize("V", [10000, 30522])  # concept vocabulary, MLM (WordPiece)
+def test_cuda_model_shapes(V, cuda, seed):
+    h, w, b = _leaves(2048, 768, V, dtype=torch.bfloat16, device=cuda)
+    labels = torch.randint(0, V, (2048,), device=cuda)
+    labels[torch.rand(2048, device=cuda) < 0.2] = -100
+    loss, grads = _loss_and_grads(fused_linear_cross_entropy, h, w, b, labels, impl="triton")
+    ref, ref_grads = _loss_and_grads(linear_cross_entropy_reference, h, w, b, labels)
+    torch.testing.assert_close(loss, ref, atol=3e-2, rtol=3e-2, msg=lambda m: f"seed {seed}: {m}")
+    for name, g, r in zip("hwb", grads, ref_grads):
+        assert g.dtype == torch.bfloat16
+        torch.testing.assert_close(g.float(), r.float(), atol=5e-3, rtol=5e-2,
+                                   msg=lambda m: f"seed {seed}: d{name} {m}")

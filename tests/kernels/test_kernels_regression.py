@@ -65,3 +65,14 @@ def test_arguments_are_checked():
         masked_regression_loss(pred, pred, torch.ones(4, dtype=torch.bool), kind="l1")
     with pytest.raises(ValueError, match="mask"):
         masked_regression_loss(pred, pred, torch.ones(4))
+
+
+@pytest.mark.parametrize("kind,target_norm,tokens", [("smooth_l1", "layer", 297),  # implicit, fusion tokens
+                                                     ("cosine", "l2", 257)])        # visual, ViT tokens
+def test_cuda_model_shapes(kind, target_norm, tokens, cuda, seed):
+    N = 8 * tokens
+    pred = torch.randn(N, 768, device=cuda).bfloat16().requires_grad_(True)
+    target = torch.randn(N, 768, device=cuda).bfloat16()
+    mask = torch.rand(N, device=cuda) < 0.4
+    _, grad = _check(pred, target, mask, seed, atol=2e-2, rtol=2e-2, kind=kind, target_norm=target_norm)
+    assert grad.dtype == torch.bfloat16

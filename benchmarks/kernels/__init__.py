@@ -1,0 +1,1 @@
+"""One benchmark per Triton kernel in kernels/, each against its PyTorch reference."""
