@@ -16,10 +16,11 @@ import contextlib
 import json
 import math
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
+
+from mamo.core.files import write_json
 
 
 class LaunchConfig(NamedTuple):
@@ -117,12 +118,8 @@ def _disk_store(key: tuple, configs: list[LaunchConfig], best: LaunchConfig) -> 
             current = {}
         current.update(_DISK or {})
         current[_disk_key(key, configs)] = list(best)
-        # A unique temp name (not ingest.manifest.write_json_atomic's fixed one): the ranks of a
-        # job may write at the same moment.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kernel_tuning.")
-        with os.fdopen(fd, "w") as f:
-            json.dump(current, f, indent=0, sort_keys=True)
-        os.replace(tmp, path)  # atomic: concurrent writers never leave a torn file
+        # the foundation's temp name carries the pid: the ranks of a job may write at once
+        write_json(path, current, indent=0, sort_keys=True)
         _DISK = current
     except (OSError, ValueError) as e:
         warnings.warn(f"kernel tuning cache {path} not written ({e})", stacklevel=3)
