@@ -214,21 +214,12 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     from mamo.core.config import load_config
     from mamo.evaluation.tasks import headline
-    from mamo.trainer.trainer import EXIT_NONFINITE, TrainingAborted, TrainingStopped
 
     overrides = [*args.overrides, f"task={args.task}"]
     if args.init is not None:
         overrides.append(f"init={args.init}")
     cfg = load_config(FinetuneConfig, args.config, overrides)
-    try:
-        results = finetune(cfg)
-    except TrainingStopped as e:
-        log.info("%s", e)
-        return e.exit_code
-    except TrainingAborted as e:
-        if process_rank() == 0:
-            print(f"error: {e}", file=sys.stderr, flush=True)
-        return EXIT_NONFINITE
+    results = finetune(cfg)  # a signal or an abort ends with its own exit status (core.cli.run)
     if process_rank() == 0:  # the run's result on stdout, once (rank 0 speaks for all)
         print(f"[finetune] {headline(results)}", flush=True)
         print(f"[finetune] wrote {output_dir(cfg).path}", flush=True)

@@ -98,17 +98,9 @@ def _main(args: argparse.Namespace) -> int:
             print("check: every start check passed; nothing written", flush=True)
         return 0
     from mamo.trainer.pretrain import pretrain
-    from mamo.trainer.trainer import EXIT_NONFINITE, TrainingAborted, TrainingStopped
 
-    try:
-        pretrain(prepared, progress=not args.no_progress)
-    except TrainingStopped as e:
-        log.info("%s", e)
-        return e.exit_code
-    except TrainingAborted as e:
-        if process_rank() == 0:
-            print(f"error: {e}", file=sys.stderr, flush=True)
-        return EXIT_NONFINITE
+    # a signal or too many non-finite steps end the run with their own exit status (core.cli.run)
+    pretrain(prepared, progress=not args.no_progress)
     return 0
 
 

@@ -23,6 +23,16 @@ class UserError(Exception):
     """A fault the user can fix (bad input, missing file, a held lock); its message is one line."""
 
 
+class StageExit(Exception):
+    """A stage ending early on purpose (a signal, an abort) with its own exit status.
+
+    ``error=True`` prints ``error: <message>`` on stderr; otherwise the message is logged.
+    """
+
+    exit_code: int = 1
+    error: bool = True
+
+
 #: exceptions reported as one line with exit 2; stages add their own with ``user_errors=``
 USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ConfigError, FileNotFoundError,
                                                  NotADirectoryError, PermissionError)
@@ -63,6 +73,13 @@ def run(main: Callable[[], int | None], user_errors: tuple[type[BaseException], 
         if process_rank() == 0:
             print(f"error: {describe(e)}", file=sys.stderr, flush=True)
         return EXIT_USAGE
+    except StageExit as e:
+        if process_rank() == 0:
+            if e.error:
+                print(f"error: {describe(e)}", file=sys.stderr, flush=True)
+            else:
+                logging.getLogger(__name__).info("%s", e)
+        return e.exit_code
     except KeyboardInterrupt:
         logging.getLogger(__name__).warning("interrupted")
         return 130

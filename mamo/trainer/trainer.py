@@ -32,6 +32,7 @@ from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from mamo.core.cli import StageExit
 from mamo.run_dir import RunDir
 from mamo.trainer import checkpoint as ckpt
 from mamo.trainer.batching import Stream, to_device
@@ -49,12 +50,16 @@ log = logging.getLogger(__name__)
 EXIT_NONFINITE = 3
 
 
-class TrainingAborted(RuntimeError):
+class TrainingAborted(StageExit, RuntimeError):
     """Too many non-finite steps in a row; the last good checkpoint is kept."""
 
+    exit_code = EXIT_NONFINITE
 
-class TrainingStopped(Exception):
+
+class TrainingStopped(StageExit):
     """Stopped by SIGTERM/Ctrl-C after checkpointing the step; run again to continue."""
+
+    error = False
 
     def __init__(self, step: int, exit_code: int):
         super().__init__(f"stopped by signal at step {step}; checkpoint written, run again "
