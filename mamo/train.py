@@ -5,17 +5,20 @@
     python -m mamo.train --config configs/base.yaml ... --check   # every start check, then the plan
 
 A run directory that already holds a checkpoint is resumed automatically. Exit codes: 0 done,
-2 the run could not start (one line on stderr names the key or file; nothing was written),
+2 the run could not start (one line on stderr names the key or file; nothing was written), another
+process is training in the same run dir, or an output could not be written (disk full, read-only),
 3 stopped after too many non-finite steps (the last good checkpoint is kept), 143/130 stopped by
 SIGTERM/Ctrl-C after checkpointing the current step (run again to continue).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 
 from mamo.core.cli import parse_args, run
+from mamo.core.lock import check_free, exclusive
 from mamo.core.logs import process_rank
 
 log = logging.getLogger(__name__)
@@ -88,10 +91,13 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     # Heavy imports only after --help has had its chance.
     from mamo.trainer.config import load_run_config
-    from mamo.trainer.preflight import prepare, resolve_run_dir
+    from mamo.trainer.preflight import StartError, inspect_run_dir, prepare, resolve_run_dir
 
     cfg = load_run_config(args.config, args.overrides)
-    prepared = prepare(cfg, resolve_run_dir(cfg, args.run_dir), resume=args.resume)
+    run_dir = resolve_run_dir(cfg, args.run_dir)
+    # One writer per run dir: a double-submitted job exits 2 naming the holder.
+    check_free(run_dir)
+    prepared = prepare(cfg, run_dir, resume=args.resume)
     if args.check:
         if process_rank() == 0:
             print(describe(prepared), flush=True)
@@ -99,8 +105,16 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     from mamo.trainer.pretrain import pretrain
 
-    # a signal or too many non-finite steps end the run with their own exit status (core.cli.run)
-    pretrain(prepared, progress=not args.no_progress)
+    # The lock is taken once every check has passed (a refused start leaves no trace); rank 0
+    # holds it for all ranks of a torchrun job. The run dir is looked at again under the lock,
+    # in case another writer moved it on between the checks and the lock.
+    lock = exclusive(run_dir, "training") if process_rank() == 0 else contextlib.nullcontext()
+    with lock:
+        if process_rank() == 0 and inspect_run_dir(run_dir, args.resume).resume_from != prepared.resume_from:
+            raise StartError(f"run dir {run_dir} changed while this run was starting (another writer "
+                             "finished meanwhile?); run again")
+        # a signal or too many non-finite steps end the run with their own exit status (core.cli.run)
+        pretrain(prepared, progress=not args.no_progress)
     return 0
 
 

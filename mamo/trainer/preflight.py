@@ -20,7 +20,8 @@ import yaml
 from mamo.core.cli import UserError
 from mamo.core.config import to_dict
 from mamo.run_dir import RunDir
-from mamo.trainer.checkpoint import CheckpointError, check_compatible, latest_checkpoint, read_meta, read_state
+from mamo.core.lock import LOCK_NAME
+from mamo.trainer.checkpoint import CheckpointError, check_compatible, read_meta, read_state, resumable_checkpoint
 from mamo.trainer.config import RunConfig
 # Sections that must not change when a run is resumed (they define the weights and the data
 # stream); optim/train/run may change, e.g. to extend a run with more steps.
@@ -41,7 +42,8 @@ class StartError(UserError):
 @dataclass
 class RunDirState:
     run_dir: Path
-    resume_from: Path | None  # the newest complete checkpoint, when resuming
+    resume_from: Path | None  # the newest checkpoint that validates, when resuming
+    rejected: list[tuple[Path, str]] = field(default_factory=list)  # newer ones that did not, and why
 
 
 def resolve_run_dir(cfg: RunConfig, run_dir: str | Path | None) -> Path:
@@ -52,15 +54,22 @@ def inspect_run_dir(run_dir: Path, resume: bool) -> RunDirState:
     """Decide between a fresh start and a resume, without writing anything.
 
     - no directory, or an empty one: fresh start (``--resume`` then is an error);
-    - a directory with a complete checkpoint: resume from the newest (auto-resume);
+    - a directory with a complete checkpoint: resume from the newest that validates
+      (``checkpoint.validate``: header, sizes, digests), with a warning naming each newer one
+      that does not (auto-resume);
+    - checkpoints, none of them loadable: refused (one line naming them);
     - a directory with files but no checkpoint: refused (it would be overwritten).
     """
     if run_dir.exists() and not run_dir.is_dir():
         raise StartError(f"run dir {run_dir} exists and is not a directory")
-    entries = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
-    ckpt = latest_checkpoint(run_dir) if entries else None
+    # the writer's lock file (mamo.core.lock) alone does not make a run dir "used"
+    entries = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME) if run_dir.is_dir() else []
+    ckpt, rejected = resumable_checkpoint(run_dir) if entries else (None, [])
     if ckpt is not None:
-        return RunDirState(run_dir, ckpt)
+        return RunDirState(run_dir, ckpt, rejected)
+    if rejected:
+        raise StartError(f"no loadable checkpoint in {run_dir}: "
+                         + "; ".join(f"{p.name}: {why}" for p, why in rejected))
     if resume:
         raise StartError(f"--resume: no checkpoint to resume from in {run_dir}")
     if entries:
@@ -235,6 +244,7 @@ def prepare(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Prepared:
     if cfg.train.parallel == "fsdp" and world_size == 1:
         notes.append("train.parallel=fsdp in a single process: nothing to shard, the model runs unwrapped "
                      "(launch with torchrun --nproc_per_node N to shard it)")
+    notes += [f"checkpoint {p} is unusable ({why}); resuming from an older one" for p, why in state.rejected]
     if state.resume_from is not None:
         check_resume(run_dir, cfg, data_versions, expected_meta, state.resume_from)
         notes += _position_for_resume(loader, state.resume_from, cfg, rank, world_size)
