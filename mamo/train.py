@@ -103,13 +103,14 @@ def _main(args: argparse.Namespace) -> int:
             print(describe(prepared), flush=True)
             print("check: every start check passed; nothing written", flush=True)
         return 0
+    from mamo.trainer.checkpoint import disk_errors
     from mamo.trainer.pretrain import pretrain
 
     # The lock is taken once every check has passed (a refused start leaves no trace); rank 0
     # holds it for all ranks of a torchrun job. The run dir is looked at again under the lock,
     # in case another writer moved it on between the checks and the lock.
     lock = exclusive(run_dir, "training") if process_rank() == 0 else contextlib.nullcontext()
-    with lock:
+    with disk_errors("training", run_dir), lock:  # a read-only run dir fails here, in one line
         if process_rank() == 0 and inspect_run_dir(run_dir, args.resume).resume_from != prepared.resume_from:
             raise StartError(f"run dir {run_dir} changed while this run was starting (another writer "
                              "finished meanwhile?); run again")

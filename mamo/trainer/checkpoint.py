@@ -19,6 +19,7 @@ so a SIGKILL at any moment leaves either the old set of checkpoints or the new o
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -28,6 +29,7 @@ import random
 import shutil
 import struct
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -109,6 +111,20 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     ckpts = list_checkpoints(run_dir)
     return ckpts[-1][1] if ckpts else None
 
+
+@contextlib.contextmanager
+def disk_errors(stage: str, path: Path) -> Iterator[None]:
+    """A full, read-only or forbidden output becomes one line naming the stage and the path
+    (exit 2); the checkpoints already written stay, the one being written is not left behind."""
+    try:
+        yield
+    except OutputError as e:
+        raise OutputError(f"{stage}: {e}") from e
+    except OSError as e:
+        err = output_error(path, e)
+        if err is None:
+            raise
+        raise OutputError(f"{stage}: {err}") from e
 
 # ---------------------------------------------------------------- validation
 

@@ -32,7 +32,7 @@ FROZEN_SECTIONS = ("model", "loss", "data")
 # it named, still resumes, and a rebuilt vocabulary does not).
 MAY_CHANGE_ON_RESUME = {"model.attn_impl", "model.text_init", "model.vision_init", "data.vocab_id",
                         "data.version_dir", "data.eval_version_dir", "data.num_threads", "data.num_workers",
-                        "data.device_id", "data.decode", "data.backend"}
+                        "data.device_id", "data.decode", "data.backend", "data.verify", "data.on_corrupt"}
 
 
 class StartError(UserError):
@@ -234,13 +234,17 @@ def prepare(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Prepared:
             f"x {world_size} ranks is more than one epoch of {data_versions['samples']} samples"
         )
     data_versions = {**data_versions, "steps_per_epoch": per_epoch}
+    left_out = loader.index.left_out
+    if left_out:  # data.on_corrupt=skip: trained without them, and said so
+        data_versions.update(samples=len(loader.index), shards_left_out=left_out)
     expected_meta = {
         "model": to_dict(cfg.model),
         "vocab_id": data_versions["vocab_id"],
         "num_concepts": loader.concept_vocab_size,
         "world_size": world_size,
     }
-    notes = []
+    notes = [f"data: left out {len(left_out)} corrupt shard(s) (data.on_corrupt=skip): "
+             + "; ".join(f"{x['tar']} ({x['reason']})" for x in left_out)] if left_out else []
     if cfg.train.parallel == "fsdp" and world_size == 1:
         notes.append("train.parallel=fsdp in a single process: nothing to shard, the model runs unwrapped "
                      "(launch with torchrun --nproc_per_node N to shard it)")
@@ -262,6 +266,8 @@ def _build_loader(cfg: RunConfig, rank: int, world_size: int) -> Any:
         from mamo.data import build_loader
 
         return build_loader(cfg.data, split="train", rank=rank, world_size=world_size, epoch=0)
+    except UserError:  # a corrupt shard: its own line names it
+        raise
     except Exception as e:
         raise StartError(f"data: cannot build the train loader: {one_line(e)}") from e
 
