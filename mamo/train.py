@@ -103,7 +103,7 @@ def _main(args: argparse.Namespace) -> int:
             print(describe(prepared), flush=True)
             print("check: every start check passed; nothing written", flush=True)
         return 0
-    from mamo.trainer.checkpoint import disk_errors
+    from mamo.core.files import disk_errors
     from mamo.trainer.pretrain import pretrain
 
     # The lock is taken once every check has passed (a refused start leaves no trace); rank 0

@@ -19,8 +19,6 @@ so a SIGKILL at any moment leaves either the old set of checkpoints or the new o
 """
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import json
 import logging
@@ -29,7 +27,6 @@ import random
 import shutil
 import struct
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -39,59 +36,15 @@ import torch
 from safetensors.torch import load_model, save_file, save_model
 from torch import nn
 
-from mamo.core.cli import UserError
+from mamo.core.files import output_error
 from mamo.run_dir import META, STATE, WEIGHTS, CheckpointDir, RunDir, step_of
 
 STAGING_PREFIXES = (".tmp_", ".old_")
-# Errors of the disk rather than of the program: full, read-only, no permission, quota.
-DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EIO}
 log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used here (missing, corrupt or incompatible)."""
-
-
-class OutputError(UserError):
-    """An output could not be written (disk full, read-only, no permission); one line naming
-    the path and the stage. Nothing half-written is left looking complete."""
-
-
-def disk_error(e: BaseException) -> OSError | None:
-    """The OSError of a full/read-only/forbidden disk behind ``e`` (torch and safetensors wrap
-    it in their own exceptions, or only say it in words), else None."""
-    for x in (e, e.__cause__, e.__context__):
-        if isinstance(x, OSError) and x.errno in DISK_ERRNOS:
-            return x
-    text = str(e)
-    for code in DISK_ERRNOS:
-        if os.strerror(code) in text:
-            return OSError(code, os.strerror(code))
-    return None
-
-
-def _filesystem_state(path: Path) -> OSError | None:
-    """torch.save on a full disk says only "unexpected pos ...": ask the filesystem instead."""
-    for p in [path, *path.parents]:
-        try:
-            st = os.statvfs(p)
-        except OSError:
-            continue
-        if st.f_flag & os.ST_RDONLY:
-            return OSError(errno.EROFS, os.strerror(errno.EROFS))
-        if st.f_bavail == 0:
-            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return None
-    return None
-
-
-def output_error(path: str | Path, e: BaseException) -> OutputError | None:
-    """``OutputError("cannot write <path>: <reason>")`` when ``e`` comes from the disk (full,
-    read-only, forbidden), else None (a bug, which should raise as it is)."""
-    d = disk_error(e) or _filesystem_state(Path(path))
-    if d is None:
-        return None
-    return OutputError(f"cannot write {d.filename or path}: {d.strerror or os.strerror(d.errno)}")
 
 
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
@@ -111,20 +64,6 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     ckpts = list_checkpoints(run_dir)
     return ckpts[-1][1] if ckpts else None
 
-
-@contextlib.contextmanager
-def disk_errors(stage: str, path: Path) -> Iterator[None]:
-    """A full, read-only or forbidden output becomes one line naming the stage and the path
-    (exit 2); the checkpoints already written stay, the one being written is not left behind."""
-    try:
-        yield
-    except OutputError as e:
-        raise OutputError(f"{stage}: {e}") from e
-    except OSError as e:
-        err = output_error(path, e)
-        if err is None:
-            raise
-        raise OutputError(f"{stage}: {err}") from e
 
 # ---------------------------------------------------------------- validation
 

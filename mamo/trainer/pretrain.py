@@ -8,7 +8,7 @@ import logging
 import torch
 from torch import nn
 
-from mamo.core.files import write_json, write_text
+from mamo.core.files import disk_errors, write_json, write_text
 from mamo.run_dir import RunDir
 from mamo.trainer import checkpoint as ckpt
 from mamo.trainer.batching import BatchStream
@@ -43,7 +43,7 @@ def pretrain(p: Prepared, progress: bool = True) -> None:
     try:
         trainer = setup(p, info, progress)
         # From here on the run dir is ours to write (every check has passed).
-        with ckpt.disk_errors("training", p.run_dir):
+        with disk_errors("training", p.run_dir):
             if info.is_main:
                 write_run_files(p)
                 for note in p.notes:

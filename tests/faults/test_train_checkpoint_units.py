@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from fault_helpers import flip_byte, truncate
+from mamo.core.files import OutputError
 from mamo.trainer import checkpoint as ckpt
 
 
@@ -62,7 +63,7 @@ def test_old_checkpoints_without_digests_still_validate_by_header_and_size(tmp_p
 def test_disk_full_during_a_save_leaves_nothing_that_looks_complete(tmpfs):
     run_dir = tmpfs("3m")
     _save(run_dir, 1, width=64)  # small: fits
-    with pytest.raises(ckpt.OutputError, match="No space left on device") as e:
+    with pytest.raises(OutputError, match="No space left on device") as e:
         _save(run_dir, 2, width=1024)  # 4 MB of weights: does not
     assert str(run_dir / "checkpoints") in str(e.value)
     assert [s for s, _ in ckpt.list_checkpoints(run_dir)] == [1]
