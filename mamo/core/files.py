@@ -76,6 +76,10 @@ class OutputError(UserError):
     """An output could not be written (disk full, read-only, no permission); one line naming
     the path and the stage; writers leave nothing half-written looking complete."""
 
+    def __init__(self, message: str, stage: str | None = None):
+        super().__init__(message)
+        self.stage = stage
+
 
 def disk_error(e: BaseException) -> OSError | None:
     """The OSError of a full/read-only/forbidden disk behind ``e`` (libraries wrap it (torch,
@@ -121,11 +125,11 @@ def disk_errors(stage: str, path: str | Path) -> Iterator[None]:
     try:
         yield
     except OutputError as e:
-        if str(e).startswith(f"{stage}: "):  # named already (nested)
+        if e.stage:  # an inner stage named it already
             raise
-        raise OutputError(f"{stage}: {e}") from e
+        raise OutputError(f"{stage}: {e}", stage) from e
     except OSError as e:
         err = output_error(path, e)
         if err is None:
             raise
-        raise OutputError(f"{stage}: {err}") from e
+        raise OutputError(f"{stage}: {err}", stage) from e

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ingest.manifest import load_manifest
+from ingest.manifest import ManifestError, load_manifest
 from ingest.shards import index_records, sha256_file
 from mamo.core.cli import UserError
 
@@ -55,13 +55,23 @@ def check_shards(version_dir: str | Path, manifest: dict[str, Any], verify: str 
     return bad
 
 
-def refuse_corrupt(version_dir: str | Path, bad: list[tuple[str, str]]) -> None:
+def refuse_corrupt(version_dir: str | Path, bad: list[tuple[str, str]], can_skip: bool = True) -> None:
     """``CorruptShard`` naming the first bad shard (and how many more there are)."""
     if bad:
         tar, why = bad[0]
         more = f" ({len(bad) - 1} more shards too)" if len(bad) > 1 else ""
-        raise CorruptShard(f"data: shard {Path(version_dir) / tar} is corrupt: {why}{more}; re-ingest "
-                           "it, or set data.on_corrupt=skip to leave it out")
+        raise CorruptShard(f"data: shard {Path(version_dir) / tar} is corrupt: {why}{more}; re-ingest it"
+                           + (", or set data.on_corrupt=skip to leave it out" if can_skip else ""))
+
+
+def require_intact(version_dir: str | Path, verify: str = "size") -> None:
+    """For readers that cannot leave a shard out (evaluation, fine-tuning's images): every
+    shard as the manifest says, else ``CorruptShard`` naming the first bad one."""
+    try:
+        manifest = load_manifest(version_dir)
+    except ManifestError as e:
+        raise CorruptShard(f"data: {e}") from e
+    refuse_corrupt(version_dir, check_shards(version_dir, manifest, verify), can_skip=False)
 
 
 def _record(members: list[tuple[str, int, int, str]]) -> dict[str, Any]:
