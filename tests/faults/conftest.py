@@ -45,3 +45,19 @@ def tmpfs(tmp_path):
     yield mount
     for d in reversed(mounted):
         subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def task_data(tmp_path_factory) -> tuple[Path, Path]:
+    """(version, tasks_dir) for fine-tuning: 160 synthetic samples and their task files."""
+    from mamo.downstream.synthetic_tasks import write_synthetic_tasks
+
+    root = tmp_path_factory.mktemp("ft-ds")
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-m", "ingest", "synthetic", "--out", str(root), "--dataset", "synthetic",
+                    "--version", "v1", "--n", "160", "--seed", "0", "--image-size", "64"],
+                   check=True, cwd=repo, capture_output=True)
+    version = root / "synthetic" / "v1"
+    tasks = tmp_path_factory.mktemp("ft-tasks")
+    write_synthetic_tasks(version, tasks, seed=0)
+    return version, tasks
