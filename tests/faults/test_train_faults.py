@@ -17,6 +17,7 @@ from mamo.trainer.metrics import read_metrics
 from train_helpers import REPO, TINY, env, run_cli
 
 LOSS_KEYS = ("loss", "itc", "itm", "mmm")
+pytestmark = pytest.mark.slow  # real training processes, ~2 min together on 2 busy cores
 
 
 def args(dataset, run_dir, *extra, steps=6):
