@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import logging
 import sys
+from pathlib import Path
 
 from mamo.core.cli import parse_args, run
 from mamo.core.lock import check_free, exclusive
@@ -91,12 +92,15 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     # Heavy imports only after --help has had its chance.
     from mamo.trainer.config import load_run_config
-    from mamo.trainer.preflight import StartError, inspect_run_dir, prepare, resolve_run_dir
+    from mamo.trainer.preflight import StartError, prepare, resolve_run_dir
 
     cfg = load_run_config(args.config, args.overrides)
     run_dir = resolve_run_dir(cfg, args.run_dir)
-    # One writer per run dir: a double-submitted job exits 2 naming the holder.
-    check_free(run_dir)
+    # One writer per run dir: a double-submitted job exits 2 naming the holder (rank 0 asks:
+    # under torchrun it is rank 0 that takes the lock, perhaps before another rank gets here).
+    if process_rank() == 0:
+        check_free(run_dir)
+    seen = _run_dir_state(run_dir)
     prepared = prepare(cfg, run_dir, resume=args.resume)
     if args.check:
         if process_rank() == 0:
@@ -111,12 +115,21 @@ def _main(args: argparse.Namespace) -> int:
     # in case another writer moved it on between the checks and the lock.
     lock = exclusive(run_dir, "training") if process_rank() == 0 else contextlib.nullcontext()
     with disk_errors("training", run_dir), lock:  # a read-only run dir fails here, in one line
-        if process_rank() == 0 and inspect_run_dir(run_dir, args.resume).resume_from != prepared.resume_from:
+        if process_rank() == 0 and _run_dir_state(run_dir) != seen:
             raise StartError(f"run dir {run_dir} changed while this run was starting (another writer "
                              "finished meanwhile?); run again")
         # a signal or too many non-finite steps end the run with their own exit status (core.cli.run)
         pretrain(prepared, progress=not args.no_progress)
     return 0
+
+
+def _run_dir_state(run_dir: Path) -> tuple:
+    """What the start checks decided on (entries, checkpoints), cheap to compare again."""
+    from mamo.core.lock import LOCK_NAME
+    from mamo.trainer.checkpoint import list_checkpoints
+
+    entries = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME) if run_dir.is_dir() else []
+    return entries, list_checkpoints(run_dir)
 
 
 if __name__ == "__main__":

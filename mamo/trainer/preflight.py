@@ -19,8 +19,8 @@ import yaml
 
 from mamo.core.cli import UserError
 from mamo.core.config import to_dict
-from mamo.run_dir import RunDir
 from mamo.core.lock import LOCK_NAME
+from mamo.run_dir import RunDir
 from mamo.trainer.checkpoint import CheckpointError, check_compatible, read_meta, read_state, resumable_checkpoint
 from mamo.trainer.config import RunConfig
 # Sections that must not change when a run is resumed (they define the weights and the data
