@@ -3,6 +3,7 @@ its output dir, a truncated shard of its image version."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,6 +42,15 @@ def test_sigint_mid_finetune_checkpoints_and_the_next_call_continues(task_data, 
     last = max(r["step"] for r in read_metrics(out / "metrics.jsonl"))
     assert (out / "checkpoints" / f"step_{last:07d}" / "state.pt").is_file()
     assert not (out / "results.json").exists()
+    # the same state with its only checkpoint truncated: nothing to continue from, one line
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path / "ft", bad)
+    truncate(bad / "nlvr2" / "checkpoints" / f"step_{last:07d}" / "model.safetensors")
+    r = run_cli(ft_args(version, tasks, bad, steps=last + 1))
+    assert r.returncode == 2, r.stderr[-3000:]
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error: ")]
+    assert len(errors) == 1 and "no loadable checkpoint" in errors[0] and f"step_{last:07d}" in errors[0]
+
     r = run_cli(ft_args(version, tasks, tmp_path / "ft", steps=last + 1))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resuming from" in r.stderr
@@ -66,8 +76,6 @@ def test_second_writer_on_the_output_dir_exits_2_naming_the_holder(task_data, tm
 
 
 def test_truncated_image_shard_is_one_line_before_any_work(task_data, tmp_path):
-    import shutil
-
     version, tasks = task_data
     copy = tmp_path / "v1"
     shutil.copytree(version, copy)
