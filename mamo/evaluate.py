@@ -67,19 +67,25 @@ def evaluate_pretraining(a: argparse.Namespace) -> int:
 
 def evaluate_downstream(a: argparse.Namespace) -> int:
     from mamo.core.config import load_config
-    from mamo.core.files import write_json
+    from mamo.core.files import disk_errors, write_json
+    from mamo.core.lock import check_free, exclusive
+    from mamo.data.index import require_intact
     from mamo.downstream.config import FinetuneConfig
     from mamo.evaluation.tasks import evaluate_task, headline
 
     cfg = load_config(FinetuneConfig, a.config, [*a.overrides, f"task={a.task}"])
     ck = Path(a.checkpoint or a.run_dir)
     out = Path(a.out) if a.out else (ck if ck.is_dir() else ck.parent)
+    check_free(out)  # a fine-tuning writing there now: refused before the work
+    if cfg.data.version_dir is not None:
+        require_intact(cfg.data.version_dir)
     try:
-        results = evaluate_task(a.task, cfg, ck, out_dir=out)
+        with disk_errors("evaluation", out):  # grounding writes heat maps
+            results = evaluate_task(a.task, cfg, ck, out_dir=out)
     except (ValueError, KeyError) as e:  # bad data files or checkpoint: say which
         raise UserError(str(e)) from e
-    out.mkdir(parents=True, exist_ok=True)
-    path = write_json(out / f"results_{a.task}.json", results, indent=1)
+    with disk_errors("evaluation", out), exclusive(out, "evaluation"):
+        path = write_json(out / f"results_{a.task}.json", results, indent=1)
     print(headline(results))
     log.info("results -> %s", path)
     return 0

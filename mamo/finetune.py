@@ -19,6 +19,7 @@ rank ended with the same weights. Stopped by SIGTERM/Ctrl-C, it checkpoints the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shutil
 import sys
@@ -61,9 +62,19 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     continue) or ``TrainingAborted`` (too many non-finite steps)."""
     from mamo.trainer.distributed import cleanup, init_distributed
 
+    from mamo.core.files import disk_errors
+    from mamo.core.lock import exclusive
+    from mamo.data.index import require_intact
+
+    if cfg.data.version_dir is not None:  # its images: every shard as the manifest says
+        require_intact(cfg.data.version_dir)
     info = init_distributed(cfg.device)  # a no-op without torchrun
+    out = output_dir(cfg).path
+    # One writer per output dir (rank 0 holds it for all); a full or read-only disk is one line.
+    lock = exclusive(out, "fine-tuning") if info.is_main else contextlib.nullcontext()
     try:
-        return _finetune(cfg, info)
+        with disk_errors("fine-tuning", out), lock:
+            return _finetune(cfg, info)
     finally:
         cleanup(info)
 
@@ -147,7 +158,10 @@ def train_task(ctx, model, model_cfg, task, out: RunDir, info) -> float | None:
                          f"{ctx.world_size} processes; each needs at least one example per step")
     meta = {"task": cfg.task, "model": to_dict(model_cfg), "world_size": ctx.world_size}
     stream = IndexBatches(task.n_examples, o.batch_size, cfg.seed, ctx.rank, ctx.world_size)
-    resume_from = ckpt.latest_checkpoint(out.path)
+    resume_from, rejected = ckpt.resumable_checkpoint(out.path)  # the newest that validates (warns on others)
+    if resume_from is None and rejected:
+        raise ValueError(f"no loadable checkpoint in {out.path}: "
+                         + "; ".join(f"{p.name}: {why}" for p, why in rejected))
     if resume_from is not None:
         saved_task = ckpt.read_meta(resume_from).get("task")
         if saved_task != cfg.task:

@@ -5,17 +5,21 @@
     python -m mamo.train --config configs/base.yaml ... --check   # every start check, then the plan
 
 A run directory that already holds a checkpoint is resumed automatically. Exit codes: 0 done,
-2 the run could not start (one line on stderr names the key or file; nothing was written),
+2 the run could not start (one line on stderr names the key or file; nothing was written), another
+process is training in the same run dir, or an output could not be written (disk full, read-only),
 3 stopped after too many non-finite steps (the last good checkpoint is kept), 143/130 stopped by
 SIGTERM/Ctrl-C after checkpointing the current step (run again to continue).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+from pathlib import Path
 
 from mamo.core.cli import parse_args, run
+from mamo.core.lock import check_free, exclusive
 from mamo.core.logs import process_rank
 
 log = logging.getLogger(__name__)
@@ -88,20 +92,44 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     # Heavy imports only after --help has had its chance.
     from mamo.trainer.config import load_run_config
-    from mamo.trainer.preflight import prepare, resolve_run_dir
+    from mamo.trainer.preflight import StartError, prepare, resolve_run_dir
 
     cfg = load_run_config(args.config, args.overrides)
-    prepared = prepare(cfg, resolve_run_dir(cfg, args.run_dir), resume=args.resume)
+    run_dir = resolve_run_dir(cfg, args.run_dir)
+    # One writer per run dir: a double-submitted job exits 2 naming the holder (rank 0 asks:
+    # under torchrun it is rank 0 that takes the lock, perhaps before another rank gets here).
+    if process_rank() == 0:
+        check_free(run_dir)
+    seen = _run_dir_state(run_dir)
+    prepared = prepare(cfg, run_dir, resume=args.resume)
     if args.check:
         if process_rank() == 0:
             print(describe(prepared), flush=True)
             print("check: every start check passed; nothing written", flush=True)
         return 0
+    from mamo.core.files import disk_errors
     from mamo.trainer.pretrain import pretrain
 
-    # a signal or too many non-finite steps end the run with their own exit status (core.cli.run)
-    pretrain(prepared, progress=not args.no_progress)
+    # The lock is taken once every check has passed (a refused start leaves no trace); rank 0
+    # holds it for all ranks of a torchrun job. The run dir is looked at again under the lock,
+    # in case another writer moved it on between the checks and the lock.
+    lock = exclusive(run_dir, "training") if process_rank() == 0 else contextlib.nullcontext()
+    with disk_errors("training", run_dir), lock:  # a read-only run dir fails here, in one line
+        if process_rank() == 0 and _run_dir_state(run_dir) != seen:
+            raise StartError(f"run dir {run_dir} changed while this run was starting (another writer "
+                             "finished meanwhile?); run again")
+        # a signal or too many non-finite steps end the run with their own exit status (core.cli.run)
+        pretrain(prepared, progress=not args.no_progress)
     return 0
+
+
+def _run_dir_state(run_dir: Path) -> tuple:
+    """What the start checks decided on (entries, checkpoints), cheap to compare again."""
+    from mamo.core.lock import LOCK_NAME
+    from mamo.trainer.checkpoint import list_checkpoints
+
+    entries = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME) if run_dir.is_dir() else []
+    return entries, list_checkpoints(run_dir)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,30 @@ def _holder(fd: int) -> dict:
         return {}
 
 
+def _refusal(directory: Path, h: dict) -> LockHeld:
+    return LockHeld(f"{directory} is in use: {h.get('what', 'another writer')} by pid "
+                    f"{h.get('pid', '?')} on {h.get('host', '?')} since {h.get('since', '?')} "
+                    f"(lock file {directory / LOCK_NAME})")
+
+
+def check_free(directory: str | Path) -> None:
+    """Raise ``LockHeld`` if a live writer holds ``directory``; creates and changes nothing
+    (for checks that run before a writer takes the lock, and for ``--check``)."""
+    directory = Path(directory)
+    try:
+        fd = os.open(directory / LOCK_NAME, os.O_RDONLY)
+    except OSError:  # no lock file (or no directory): nobody holds it
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _refusal(directory, _holder(fd)) from None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def exclusive(directory: str | Path, what: str) -> Iterator[Path]:
     """Hold the lock of ``directory`` (created if needed) for ``what`` ("training", ...)."""
@@ -46,10 +70,7 @@ def exclusive(directory: str | Path, what: str) -> Iterator[Path]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            h = _holder(fd)
-            raise LockHeld(f"{directory} is in use: {h.get('what', 'another writer')} by pid "
-                           f"{h.get('pid', '?')} on {h.get('host', '?')} since {h.get('since', '?')} "
-                           f"(lock file {path})") from None
+            raise _refusal(directory, _holder(fd)) from None
         old = _holder(fd)
         if old.get("pid") and old.get("pid") != os.getpid():
             log.warning("%s: taking over a stale lock of pid %s on %s (%s), which is gone",

@@ -73,6 +73,12 @@ class DataConfig:
     seed: int = 0
     # Train only: drop this rank's last partial batch. Eval always keeps it.
     drop_last: bool = True
+    # Before step 1, every shard is checked against the manifest: "size" (a stat per shard),
+    # "full" (also its sha256: reads all the data once), "off".
+    verify: Literal["size", "full", "off"] = "size"
+    # A shard that fails the check: "fail" = one line naming it, exit 2; "skip" = leave it
+    # out (counted and reported in the start line and data_versions.json).
+    on_corrupt: Literal["fail", "skip"] = "fail"
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet
     std: tuple[Positive, Positive, Positive] = (0.229, 0.224, 0.225)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ingest.manifest import load_manifest
-from ingest.shards import index_records
+from ingest.manifest import ManifestError, load_manifest
+from ingest.shards import index_records, sha256_file
+from mamo.core.cli import UserError
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,50 @@ CAPTION_EXT = "txt"
 
 class ShardIndexError(ValueError):
     """An index file or manifest does not describe its shards."""
+
+
+class CorruptShard(UserError):
+    """A shard differs from what its manifest says (one line naming it; exit 2)."""
+
+
+def check_shards(version_dir: str | Path, manifest: dict[str, Any], verify: str = "size"
+                 ) -> list[tuple[str, str]]:
+    """Shards that differ from the manifest, as ``(tar, why)``: ``verify="size"`` compares
+    each file's size with the manifest (a stat per shard), ``"full"`` also its sha256 (reads
+    every byte), ``"off"`` checks nothing."""
+    bad: list[tuple[str, str]] = []
+    if verify == "off":
+        return bad
+    for shard in manifest["shards"]:
+        tar = Path(version_dir) / shard["tar"]
+        try:
+            size = tar.stat().st_size
+            if size != shard["bytes"]:
+                bad.append((shard["tar"], f"{size} bytes, the manifest says {shard['bytes']}"))
+            elif verify == "full" and sha256_file(tar) != shard["sha256"]:
+                bad.append((shard["tar"], "sha256 differs from the manifest"))
+        except OSError as e:
+            bad.append((shard["tar"], e.strerror or str(e)))
+    return bad
+
+
+def refuse_corrupt(version_dir: str | Path, bad: list[tuple[str, str]], can_skip: bool = True) -> None:
+    """``CorruptShard`` naming the first bad shard (and how many more there are)."""
+    if bad:
+        tar, why = bad[0]
+        more = f" ({len(bad) - 1} more shards too)" if len(bad) > 1 else ""
+        raise CorruptShard(f"data: shard {Path(version_dir) / tar} is corrupt: {why}{more}; re-ingest it"
+                           + (", or set data.on_corrupt=skip to leave it out" if can_skip else ""))
+
+
+def require_intact(version_dir: str | Path, verify: str = "size") -> None:
+    """For readers that cannot leave a shard out (evaluation, fine-tuning's images): every
+    shard as the manifest says, else ``CorruptShard`` naming the first bad one."""
+    try:
+        manifest = load_manifest(version_dir)
+    except ManifestError as e:
+        raise CorruptShard(f"data: {e}") from e
+    refuse_corrupt(version_dir, check_shards(version_dir, manifest, verify), can_skip=False)
 
 
 def _record(members: list[tuple[str, int, int, str]]) -> dict[str, Any]:
@@ -80,6 +125,8 @@ class SampleIndex:
     caption_offset: np.ndarray
     caption_size: np.ndarray  # -1 = no .txt member
     shard_sizes: list[int] = field(default_factory=list)
+    # shards of the manifest left out (data.on_corrupt=skip), as {"tar", "reason"}
+    left_out: list[dict[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -90,14 +137,21 @@ class SampleIndex:
                f"{self.keys[-1] if self.keys else ''}"
 
 
-def build_index(version_dir: str | Path) -> SampleIndex:
-    """Index every shard listed in the version's manifest."""
+def build_index(version_dir: str | Path, verify: str = "off", on_corrupt: str = "fail") -> SampleIndex:
+    """Index every shard listed in the version's manifest, after checking them against it
+    (``check_shards``): a bad one raises ``CorruptShard``, or is left out with
+    ``on_corrupt="skip"`` (listed in ``SampleIndex.left_out``)."""
     version_dir = Path(version_dir)
     manifest = load_manifest(version_dir)
+    bad = dict(check_shards(version_dir, manifest, verify))
+    if bad and on_corrupt != "skip":
+        refuse_corrupt(version_dir, list(bad.items()))
+    for tar, why in bad.items():
+        log.warning("data: leaving out corrupt shard %s (%s; data.on_corrupt=skip)", version_dir / tar, why)
     shard_paths, stems, sizes = [], [], []
     columns: dict[str, list[int]] = {k: [] for k in ("shard", "io", "is", "co", "cs")}
     keys: list[str] = []
-    shards = manifest["shards"]
+    shards = [s for s in manifest["shards"] if s["tar"] not in bad]
     for s, shard in enumerate(tqdm(shards, desc="index", unit="shard", disable=len(shards) < 50)):
         tar = version_dir / shard["tar"]
         idx = version_dir / shard["index"] if shard.get("index") else None
@@ -127,7 +181,7 @@ def build_index(version_dir: str | Path) -> SampleIndex:
         image_size=np.asarray(columns["is"], dtype=np.int64),
         caption_offset=np.asarray(columns["co"], dtype=np.int64),
         caption_size=np.asarray(columns["cs"], dtype=np.int64),
-        shard_sizes=sizes,
+        shard_sizes=sizes, left_out=[{"tar": t, "reason": why} for t, why in bad.items()],
     )
 
 

@@ -17,13 +17,13 @@ from mamo.data.batches import MISSING_ANNOTATION, ConceptSpans, TextEncoder, ass
 from mamo.data.config import DataConfig
 from mamo.data.dali_pipeline import DaliImageDecoder, dali_available
 from mamo.data.index import SampleIndex, ShardFiles, build_index
-from mamo.data.samples import CORRUPT_IMAGE, MISSING_CAPTION, MISSING_IMAGE, RawBatch, read_raw_batch
+from mamo.data.samples import CORRUPT_IMAGE, MISSING_CAPTION, MISSING_IMAGE, READ_ERROR, RawBatch, read_raw_batch
 from mamo.data.sharding import RankPlan, rank_plan
 from mamo.data.torch_fallback import PlannedBatches, iter_fallback
 
 log = logging.getLogger(__name__)
 
-SKIP_REASONS = (MISSING_IMAGE, MISSING_CAPTION, CORRUPT_IMAGE)
+SKIP_REASONS = (MISSING_IMAGE, MISSING_CAPTION, CORRUPT_IMAGE, READ_ERROR)
 READ_AHEAD = 2  # batches read (bytes + headers) in a thread while DALI decodes
 
 
@@ -53,7 +53,7 @@ class Loader:
         self.cfg, self.split, self.train = cfg, split, split == "train"
         self.rank, self.world_size = rank, world_size
         self.version_dir = cfg.version_for(split)
-        self.index: SampleIndex = build_index(self.version_dir)
+        self.index: SampleIndex = build_index(self.version_dir, cfg.verify, cfg.on_corrupt)
         self.concepts = ConceptSpans(self.version_dir, cfg.vocab_id, self.index.shard_stems)
         self.text = TextEncoder(self.concepts, cfg.max_text_len, cfg.label_pieces, tokenizer)
         self.backend = resolve_backend(cfg.backend)

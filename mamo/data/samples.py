@@ -7,6 +7,7 @@ sample id): independent of rank, world size, batch position and of resuming.
 from __future__ import annotations
 
 import io
+import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,8 +22,12 @@ from mamo.data.index import SampleIndex, ShardFiles
 MISSING_IMAGE = "missing_image"
 MISSING_CAPTION = "missing_caption"
 CORRUPT_IMAGE = "corrupt_image"
+# A shard that could not be read (gone, truncated or failing after the start checks).
+READ_ERROR = "read_error"
 
 JPEG_SOI = b"\xff\xd8\xff"
+log = logging.getLogger(__name__)
+_warned: set = set()  # shard paths whose read error was logged (once per process)
 
 
 class CorruptImage(ValueError):
@@ -123,13 +128,22 @@ def read_raw_batch(index: SampleIndex, files: ShardFiles, sample_ids: np.ndarray
             out.skipped[MISSING_CAPTION] += 1
             continue
         try:
-            caption = files.read(shard, int(index.caption_offset[sid]), int(index.caption_size[sid])).decode("utf-8")
+            cap_bytes = files.read(shard, int(index.caption_offset[sid]), int(index.caption_size[sid]))
+            jpeg = files.read(shard, int(index.image_offset[sid]), int(index.image_size[sid]))
+        except OSError as e:  # a disk failing mid-run: skip and count, like a corrupt JPEG
+            if index.shard_paths[shard] not in _warned:
+                _warned.add(index.shard_paths[shard])
+                log.warning("data: cannot read %s (%s); its samples are skipped and counted as %s",
+                            index.shard_paths[shard], e, READ_ERROR)
+            out.skipped[READ_ERROR] += 1
+            continue
+        try:
+            caption = cap_bytes.decode("utf-8")
         except UnicodeDecodeError:
             caption = ""
         if not caption.strip():
             out.skipped[MISSING_CAPTION] += 1
             continue
-        jpeg = files.read(shard, int(index.image_offset[sid]), int(index.image_size[sid]))
         try:
             w, h = jpeg_size(jpeg)
         except CorruptImage:

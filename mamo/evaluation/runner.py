@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from mamo.core.files import write_json
+from mamo.core.files import disk_errors, write_json
+from mamo.core.lock import check_free, exclusive
+from mamo.data.index import require_intact
 from mamo.evaluation.data import EvalSet
 from mamo.evaluation.finegrained import build_items, evaluate_finegrained
 from mamo.evaluation.report import CaptionHit, RetrievalExample, decode_jpeg
@@ -101,6 +103,8 @@ def evaluate(
     model = build(ckpt, device, cfg.model.attn_impl)  # e.g. model.attn_impl=sdpa to leave Triton
     version = Path(data) if data else cfg.data.version_for("eval")
     out = RunDir(out_dir) if out_dir else (run or RunDir(ckpt.dir.path))
+    check_free(out.path)  # a training (or evaluation) writing there now: refused before the work
+    require_intact(version, cfg.data.verify)  # every shard as its manifest says, before any is read
     log.info("model %s; data %s", ckpt.dir.weights, version)
     pre = Preprocess(cfg.model.vision.image_size, cfg.data.mean, cfg.data.std, cfg.data.augment.eval_crop_fraction)
     evalset = load_eval_set(version, pre.image_size, pre.mean, pre.std, max_items, pre.crop_fraction)
@@ -108,10 +112,13 @@ def evaluate(
     results, examples = run_evaluation(scorer, evalset, k=k, fg_seed=fg_seed, n_examples=n_examples)
     results.update({"run": str(run.path) if run else "", "checkpoint": str(checkpoint or ckpt.dir.weights),
                     "data": str(version), "eval_seconds": round(time.time() - t0, 1)})
-    out.path.mkdir(parents=True, exist_ok=True)
-    write_json(out.results, results)
     config_text = Path(config_path).read_text(encoding="utf-8")
     name = run.path.name if run else ckpt.dir.path.name
-    report = write_report(out.report, results, run.metrics if run else None, examples, config_text,
-                          title=f"MAMO run report: {name}")
+    # One writer per output dir; a full or read-only disk is one line naming the stage and path
+    # (results.json is atomic, the report's index.html is written after its figures).
+    with disk_errors("evaluation", out.path), exclusive(out.path, "evaluation"):
+        write_json(out.results, results)
+        with disk_errors("report", out.report):
+            report = write_report(out.report, results, run.metrics if run else None, examples, config_text,
+                                  title=f"MAMO run report: {name}")
     return results, report

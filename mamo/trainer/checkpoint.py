@@ -7,7 +7,10 @@
   and plain containers are stored, so it loads with ``torch.load(weights_only=True)`` (no
   pickled code runs on load).
 - ``meta.json``: what the weights are compatible with (model config, vocab id, number of
-  concepts); checked before any weight is touched.
+  concepts); checked before any weight is touched. Written last into the staging dir, it also
+  holds ``files``: the size and sha256 of ``model.safetensors`` and ``state.pt`` as written,
+  so a resume can tell a good checkpoint from one truncated or bit-flipped later
+  (``validate``; checkpoints from before the digests are checked by header and size only).
 
 Paths come from ``mamo.run_dir`` (``RunDir``/``CheckpointDir``). Writes are atomic per
 directory: everything goes to a hidden staging directory ``.tmp_<name>_<pid>`` beside the
@@ -16,10 +19,14 @@ so a SIGKILL at any moment leaves either the old set of checkpoints or the new o
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import random
 import shutil
+import struct
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,9 +36,11 @@ import torch
 from safetensors.torch import load_model, save_file, save_model
 from torch import nn
 
+from mamo.core.files import output_error
 from mamo.run_dir import META, STATE, WEIGHTS, CheckpointDir, RunDir, step_of
 
 STAGING_PREFIXES = (".tmp_", ".old_")
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
@@ -54,6 +63,81 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     ckpts = list_checkpoints(run_dir)
     return ckpts[-1][1] if ckpts else None
+
+
+# ---------------------------------------------------------------- validation
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+def _check_safetensors(path: Path) -> None:
+    """The header parses and its tensors end exactly where the file does (a truncated or
+    extended file fails here without reading the weights)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: truncated ({size} bytes, no safetensors header)")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            raise CheckpointError(f"{path}: truncated (header of {n} bytes in a {size}-byte file)")
+        try:
+            header = json.loads(f.read(n))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt safetensors header")
+    end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end != size:
+        raise CheckpointError(f"{path}: {size} bytes, but its header describes {8 + n + end} (truncated?)")
+
+
+def validate(ckpt_dir: str | Path, digests: bool = True) -> dict[str, Any]:
+    """Raise ``CheckpointError`` (naming the file and what is wrong) unless the checkpoint
+    dir looks loadable: meta.json parses, model.safetensors' header matches its size, state.pt
+    is a complete archive, and (when meta.json has them and ``digests``) sizes and sha256 are
+    the ones written at save time. Returns meta.json."""
+    ck = CheckpointDir(Path(ckpt_dir))
+    meta = read_meta(ck.path)
+    files = meta.get("files") or {}
+    for name, path in ((WEIGHTS, ck.weights), (STATE, ck.state)):
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing")
+        want = files.get(name)
+        if want and path.stat().st_size != want["bytes"]:
+            raise CheckpointError(f"{path}: {path.stat().st_size} bytes, {want['bytes']} were written")
+    _check_safetensors(ck.weights)
+    if not zipfile.is_zipfile(ck.state):  # torch.save's archive; its directory sits at the end
+        raise CheckpointError(f"{ck.state}: not a complete torch archive (truncated?)")
+    if digests:
+        for name, path in ((WEIGHTS, ck.weights), (STATE, ck.state)):
+            want = files.get(name)
+            if want and file_digest(path)["sha256"] != want["sha256"]:
+                raise CheckpointError(f"{path}: sha256 differs from the one written at save time (corrupt)")
+    return meta
+
+
+def resumable_checkpoint(run_dir: str | Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint that validates, and the newer ones that did not (with why).
+
+    Each rejected one is logged as a warning; an older good one is used instead."""
+    rejected: list[tuple[Path, str]] = []
+    for _, path in reversed(list_checkpoints(run_dir)):
+        try:
+            validate(path)
+        except (CheckpointError, OSError) as e:
+            reason = " ".join(str(e).split())
+            log.warning("checkpoint %s is unusable, skipping it: %s", path, reason)
+            rejected.append((path, reason))
+            continue
+        return path, rejected
+    return None, rejected
 # ---------------------------------------------------------------- RNG state (plain data only)
 
 
@@ -138,7 +222,10 @@ def save_checkpoint(
     def write(tmp: Path) -> None:
         _save_weights(model, tmp / WEIGHTS, step)
         torch.save(state, tmp / STATE)
-        (tmp / META).write_text(json.dumps({**meta, "step": step}, indent=2, sort_keys=True) + "\n")
+        # meta.json last, with the digests of the bytes as they reached the disk
+        files = {name: file_digest(tmp / name) for name in (WEIGHTS, STATE)}
+        (tmp / META).write_text(json.dumps({**meta, "step": step, "files": files}, indent=2,
+                                           sort_keys=True) + "\n")
 
     _write_dir(final.path, write)
     prune(run_dir, keep_last)
@@ -147,13 +234,21 @@ def save_checkpoint(
 
 def _write_dir(final: Path, write) -> None:
     """Stage ``write(tmp)`` in ``.tmp_<name>_<pid>``, fsync it and rename it onto ``final``."""
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp_{final.name}_{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    write(tmp)
-    _fsync_dir_files(tmp)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        write(tmp)
+        _fsync_dir_files(tmp)
+    except BaseException as e:
+        # a full or read-only disk: leave no staging dir behind (and never a complete-looking one)
+        err = output_error(final, e) if isinstance(e, Exception) else None  # before space is freed
+        shutil.rmtree(tmp, ignore_errors=True)
+        if err is not None:
+            raise err from e
+        raise
     if final.exists():  # re-saving the same step (e.g. the last step after a resume)
         old = final.parent / f".old_{final.name}_{os.getpid()}"
         final.rename(old)

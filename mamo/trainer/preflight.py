@@ -19,8 +19,9 @@ import yaml
 
 from mamo.core.cli import UserError
 from mamo.core.config import to_dict
+from mamo.core.lock import LOCK_NAME
 from mamo.run_dir import RunDir
-from mamo.trainer.checkpoint import CheckpointError, check_compatible, latest_checkpoint, read_meta, read_state
+from mamo.trainer.checkpoint import CheckpointError, check_compatible, read_meta, read_state, resumable_checkpoint
 from mamo.trainer.config import RunConfig
 # Sections that must not change when a run is resumed (they define the weights and the data
 # stream); optim/train/run may change, e.g. to extend a run with more steps.
@@ -31,7 +32,7 @@ FROZEN_SECTIONS = ("model", "loss", "data")
 # it named, still resumes, and a rebuilt vocabulary does not).
 MAY_CHANGE_ON_RESUME = {"model.attn_impl", "model.text_init", "model.vision_init", "data.vocab_id",
                         "data.version_dir", "data.eval_version_dir", "data.num_threads", "data.num_workers",
-                        "data.device_id", "data.decode", "data.backend"}
+                        "data.device_id", "data.decode", "data.backend", "data.verify", "data.on_corrupt"}
 
 
 class StartError(UserError):
@@ -41,7 +42,8 @@ class StartError(UserError):
 @dataclass
 class RunDirState:
     run_dir: Path
-    resume_from: Path | None  # the newest complete checkpoint, when resuming
+    resume_from: Path | None  # the newest checkpoint that validates, when resuming
+    rejected: list[tuple[Path, str]] = field(default_factory=list)  # newer ones that did not, and why
 
 
 def resolve_run_dir(cfg: RunConfig, run_dir: str | Path | None) -> Path:
@@ -52,15 +54,22 @@ def inspect_run_dir(run_dir: Path, resume: bool) -> RunDirState:
     """Decide between a fresh start and a resume, without writing anything.
 
     - no directory, or an empty one: fresh start (``--resume`` then is an error);
-    - a directory with a complete checkpoint: resume from the newest (auto-resume);
+    - a directory with a complete checkpoint: resume from the newest that validates
+      (``checkpoint.validate``: header, sizes, digests), with a warning naming each newer one
+      that does not (auto-resume);
+    - checkpoints, none of them loadable: refused (one line naming them);
     - a directory with files but no checkpoint: refused (it would be overwritten).
     """
     if run_dir.exists() and not run_dir.is_dir():
         raise StartError(f"run dir {run_dir} exists and is not a directory")
-    entries = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
-    ckpt = latest_checkpoint(run_dir) if entries else None
+    # the writer's lock file (mamo.core.lock) alone does not make a run dir "used"
+    entries = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME) if run_dir.is_dir() else []
+    ckpt, rejected = resumable_checkpoint(run_dir) if entries else (None, [])
     if ckpt is not None:
-        return RunDirState(run_dir, ckpt)
+        return RunDirState(run_dir, ckpt, rejected)
+    if rejected:
+        raise StartError(f"no loadable checkpoint in {run_dir}: "
+                         + "; ".join(f"{p.name}: {why}" for p, why in rejected))
     if resume:
         raise StartError(f"--resume: no checkpoint to resume from in {run_dir}")
     if entries:
@@ -225,16 +234,21 @@ def prepare(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Prepared:
             f"x {world_size} ranks is more than one epoch of {data_versions['samples']} samples"
         )
     data_versions = {**data_versions, "steps_per_epoch": per_epoch}
+    left_out = loader.index.left_out
+    if left_out:  # data.on_corrupt=skip: trained without them, and said so
+        data_versions.update(samples=len(loader.index), shards_left_out=left_out)
     expected_meta = {
         "model": to_dict(cfg.model),
         "vocab_id": data_versions["vocab_id"],
         "num_concepts": loader.concept_vocab_size,
         "world_size": world_size,
     }
-    notes = []
+    notes = [f"data: left out {len(left_out)} corrupt shard(s) (data.on_corrupt=skip): "
+             + "; ".join(f"{x['tar']} ({x['reason']})" for x in left_out)] if left_out else []
     if cfg.train.parallel == "fsdp" and world_size == 1:
         notes.append("train.parallel=fsdp in a single process: nothing to shard, the model runs unwrapped "
                      "(launch with torchrun --nproc_per_node N to shard it)")
+    notes += [f"checkpoint {p} is unusable ({why}); resuming from an older one" for p, why in state.rejected]
     if state.resume_from is not None:
         check_resume(run_dir, cfg, data_versions, expected_meta, state.resume_from)
         notes += _position_for_resume(loader, state.resume_from, cfg, rank, world_size)
@@ -252,6 +266,8 @@ def _build_loader(cfg: RunConfig, rank: int, world_size: int) -> Any:
         from mamo.data import build_loader
 
         return build_loader(cfg.data, split="train", rank=rank, world_size=world_size, epoch=0)
+    except UserError:  # a corrupt shard: its own line names it
+        raise
     except Exception as e:
         raise StartError(f"data: cannot build the train loader: {one_line(e)}") from e
 

@@ -8,7 +8,7 @@ import logging
 import torch
 from torch import nn
 
-from mamo.core.files import write_json, write_text
+from mamo.core.files import disk_errors, write_json, write_text
 from mamo.run_dir import RunDir
 from mamo.trainer import checkpoint as ckpt
 from mamo.trainer.batching import BatchStream
@@ -43,14 +43,16 @@ def pretrain(p: Prepared, progress: bool = True) -> None:
     try:
         trainer = setup(p, info, progress)
         # From here on the run dir is ours to write (every check has passed).
-        if info.is_main:
-            write_run_files(p)
-            for note in p.notes:
-                log.info("%s", note)
-        trainer.train()
-        export_final(p, trainer, info)
+        with disk_errors("training", p.run_dir):
+            if info.is_main:
+                write_run_files(p)
+                for note in p.notes:
+                    log.info("%s", note)
+            trainer.train()
+            export_final(p, trainer, info)
     finally:
         cleanup(info)
+
 
 
 def setup(p: Prepared, info: DistInfo, progress: bool) -> Trainer:
