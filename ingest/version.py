@@ -165,10 +165,13 @@ class VersionWriter:
             outcomes.append([row, "written", "", "", "", ""])
         entry = {"shard": self.shards[-1].as_dict(), "keys": list(cur._keys),
                  "next_row": row + 1, "outcomes": outcomes}
-        with open(self._journal, "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self._journal, "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a full disk: the shard is redone by the rerun (line cut)
+            raise OSError(e.errno, e.strerror, str(self._journal)) from e
 
     def finish(self, source: dict[str, Any], params: dict[str, Any],
                accounting: Accounting | None = None) -> dict[str, Any]:

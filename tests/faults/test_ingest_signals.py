@@ -37,7 +37,8 @@ def _shard_sums(vdir):
     return [(s["tar"], s["sha256"], s["samples"]) for s in load_manifest(vdir)["shards"]]
 
 
-@pytest.mark.parametrize("sig, rc", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("sig, rc", [(signal.SIGTERM, 143),
+                                     pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("source", ["synthetic", "folder"])
 def test_signal_mid_ingest_then_resume(tmp_path, source, sig, rc):
     if source == "synthetic":
