@@ -89,6 +89,10 @@ def run(main: Callable[[], int | None], user_errors: tuple[type[BaseException], 
     ``sigterm=True`` turns SIGTERM into ``Terminated`` (exit 143) so that the stage stops
     as on Ctrl-C (exit 130), leaving what it finished in place for a rerun.
     """
+    for stream in (sys.stdout, sys.stderr):
+        # an ASCII locale (LC_ALL=C with PYTHONUTF8=0): print "caf\xe9" rather than fail on "café"
+        if hasattr(stream, "reconfigure") and "utf" not in (stream.encoding or "").lower():
+            stream.reconfigure(errors="backslashreplace")
     setup_logging()
     if sigterm:
         signal.signal(signal.SIGTERM, _raise_terminated)
