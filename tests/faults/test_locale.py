@@ -6,7 +6,6 @@ itself, PEP 540), and the C locale with ``PYTHONUTF8=0``, where ``open()`` witho
 ``encoding=`` and stdout really are ASCII; the second is the one that finds a missing
 ``encoding=``."""
 import json
-import os
 import subprocess
 
 import pytest
