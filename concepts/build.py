@@ -4,13 +4,19 @@ The steps are separate functions so that the Prefect flow can run the per-shard 
 parallel; ``build_concepts`` runs them in sequence (the CLI). A version is assembled in a
 staging directory and renamed into place, then ``LATEST`` is switched: readers see either
 the old or the new version, never half of one, and old versions are never modified.
+
+One build at a time per dataset version: ``lock_build`` holds ``concepts/.lock``
+(``mamo.core.lock``); a second build exits 2 naming the first. A build stopped by a signal or
+a full disk keeps the shards it extracted (the cache), so a rerun extracts only the rest.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -25,7 +31,21 @@ from concepts.store import (ANNOTATIONS_DIR, LATEST, META_FILE, VOCAB_FILE, Conc
 from concepts.vocab import (build_key, build_vocab, canonical_json, compute_vocab_id,
                             merge_counts, meta_json_bytes, vocab_tsv_bytes)
 from ingest.manifest import load_manifest, manifest_sha256
-from mamo.core.files import temp_path, write_text
+from mamo.core.files import temp_path, write_bytes, write_text
+from mamo.core.lock import exclusive
+
+
+@contextlib.contextmanager
+def lock_build(version_dir: str | Path) -> Iterator[Path]:
+    """Hold the concept-build lock of a dataset version; the holder alone writes under
+    ``concepts/``, so staging dirs left by killed builds (other pids) are removed here."""
+    root = concepts_root(version_dir)
+    with exclusive(root, f"concept build of {Path(version_dir).resolve()}") as path:
+        for stale in root.glob(".*.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+        for stale in root.glob(f"{EXTRACTED_DIR}/*/.*.tmp-*"):
+            stale.unlink(missing_ok=True)
+        yield path
 
 
 @dataclass
@@ -120,8 +140,8 @@ def vocab_step(plan: BuildPlan, cfg: ConceptsConfig) -> tuple[str, Path, dict[st
     staging = temp_path(concepts_root(plan.version_dir) / vocab_id)
     shutil.rmtree(staging, ignore_errors=True)  # a leftover of a killed build with this pid
     (staging / ANNOTATIONS_DIR).mkdir(parents=True)
-    (staging / VOCAB_FILE).write_bytes(tsv)
-    (staging / META_FILE).write_bytes(meta_json_bytes(
+    write_bytes(staging / VOCAB_FILE, tsv)  # (through mamo.core.files: errors name the file)
+    write_bytes(staging / META_FILE, meta_json_bytes(
         vocab_id, plan.pipeline, plan.params, plan.manifest_sha256, plan.key, len(entries), stats))
     return vocab_id, staging, {e.concept: e.id for e in entries}
 
@@ -186,7 +206,12 @@ def build_concepts(version_dir: str | Path, cfg: ConceptsConfig | None = None,
         if current is not None:
             store = ConceptStore(version_dir, current)
             return BuildResult(current, store.dir, store.num_concepts, rebuilt=False)
-    plan = plan_build(version_dir, cfg)
+    plan = plan_build(version_dir, cfg)  # (refuses a version without a manifest, before locking)
+    with lock_build(version_dir):
+        return _build(plan, cfg)
+
+
+def _build(plan: BuildPlan, cfg: ConceptsConfig) -> BuildResult:
     bar = not cfg.show_progress
     for stem, tar in tqdm(plan.shards, desc="extract concepts", unit="shard", disable=bar):
         extract_step(plan, stem, tar, cfg)
@@ -208,6 +233,12 @@ def annotate_existing(version_dir: str | Path, vocab_id: str = "latest", force: 
     recorded in meta.json (refused if the installed pipeline differs). Returns the stems
     written.
     """
+    with lock_build(version_dir):
+        return _annotate_existing(version_dir, vocab_id, force, show_progress)
+
+
+def _annotate_existing(version_dir: str | Path, vocab_id: str, force: bool,
+                       show_progress: bool) -> list[str]:
     store = ConceptStore(version_dir, vocab_id)
     meta = store.meta
     manifest = load_manifest(version_dir)

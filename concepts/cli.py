@@ -118,4 +118,5 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Options and dotted overrides in any order; user errors are one line and exit 2."""
     args = parse_args(build_parser(), argv)
-    return run(lambda: args.func(args), user_errors=USER_ERRORS)
+    return run(lambda: args.func(args), user_errors=USER_ERRORS,
+               stage=f"concepts {args.command}", sigterm=True)

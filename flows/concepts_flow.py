@@ -82,7 +82,9 @@ def _build_version(version_dir: str, cfg: ConceptsConfig) -> dict[str, Any]:
 
 def _run_build(version_dir: str, cfg: ConceptsConfig) -> dict[str, Any]:
     runner = dask_task_runner(cfg.dask)
-    return _build_version.with_options(task_runner=runner)(str(Path(version_dir).resolve()), cfg)
+    with steps.lock_build(version_dir):  # one build per dataset version, as in the CLI
+        return _build_version.with_options(task_runner=runner)(str(Path(version_dir).resolve()),
+                                                               cfg)
 
 
 @flow(name="concepts")

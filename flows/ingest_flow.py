@@ -78,12 +78,15 @@ def ingest_flow(config_path: str | None = None,
 
     vdir = str(version_dir(cfg.out, cfg.dataset, cfg.version).resolve())
     if cfg.source.kind == "urls":
-        vdir, plan = plan_task(cfg)
-        futures = [download_chunk_task.submit(cfg, vdir, i) for i in range(plan.n_chunks)]
-        for f in futures:
-            f.result()  # raises if a chunk failed after its retries
-        manifest = finalize_task(cfg, vdir, plan)
-    else:
+        from ingest.version import lock_version
+
+        with lock_version(cfg.out, cfg.dataset, cfg.version):  # one writer, as in the CLI
+            vdir, plan = plan_task(cfg)
+            futures = [download_chunk_task.submit(cfg, vdir, i) for i in range(plan.n_chunks)]
+            for f in futures:
+                f.result()  # raises if a chunk failed after its retries
+            manifest = finalize_task(cfg, vdir, plan)
+    else:  # (the writer of a local source takes the lock itself)
         manifest = local_task(cfg)
     create_markdown_artifact(markdown=stats_markdown(manifest, vdir), key="ingest-stats",
                              description=f"ingest {cfg.dataset}/{cfg.version}")

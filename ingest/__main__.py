@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Options and dotted overrides in any order; user errors are one line and exit 2."""
     args = parse_args(build_parser(), argv)
-    return run(lambda: args.fn(args), user_errors=USER_ERRORS)
+    return run(lambda: args.fn(args), user_errors=USER_ERRORS, stage=f"ingest {args.cmd}",
+               sigterm=True)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ from tqdm import tqdm
 from .accounting import Accounting
 from .captions import decode_caption, normalize_caption
 from .config import IngestConfig
-from .version import VersionWriter, sample_meta
+from .shards import iter_samples
+from .version import VersionWriter, fingerprint, lock_version, sample_meta
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 
@@ -154,49 +155,6 @@ def ingest_local(cfg: IngestConfig) -> dict[str, Any]:
         rows, root = folder_rows(src.path), Path(src.path)
     else:
         raise ValueError(f"not a local source kind: {src.kind!r}")
-    writer = VersionWriter(cfg.out, cfg.dataset, cfg.version, cfg.samples_per_shard,
-                           cfg.overwrite)
-    acc = Accounting(n_input=len(rows))
-    seen: set[tuple[str, str]] = set()
-    flt = cfg.filters
-    try:
-        for i, r in enumerate(tqdm(rows, desc=f"ingest {src.kind}", unit="pair",
-                                   disable=not cfg.progress)):
-            raw, problem = decode_caption(r.caption)
-            if problem:
-                acc.record(i, "filtered", problem, url=r.path)
-                continue
-            caption = normalize_caption(raw)
-            if len(caption) < flt.min_caption_chars:
-                acc.record(i, "filtered", "empty_caption", url=r.path)
-                continue
-            if len(caption) > flt.max_caption_chars:
-                acc.record(i, "filtered", "caption_too_long", f"{len(caption)} characters",
-                           url=r.path, caption=caption)
-                continue
-            try:
-                path = _resolve_inside(root, r.path)
-                if not path.is_file():
-                    raise ImageRejected("failed", "missing_file", str(path))
-                data = path.read_bytes()
-                digest = hashlib.sha256(data).hexdigest()
-                if flt.dedup_images and (digest, caption) in seen:
-                    acc.record(i, "duplicate", "duplicate_pair", digest, url=r.path,
-                               caption=caption)
-                    continue
-                jpg, w, h, ow, oh = prepare_image(data, cfg)
-            except ImageRejected as e:
-                acc.record(i, e.status, e.reason, str(e), url=r.path, caption=caption)
-                continue
-            seen.add((digest, caption))
-            key = f"r{i:09d}"
-            meta = sample_meta(key, jpg, caption, w, h, ow, oh, source_path=r.path,
-                               source_sha256=digest, row=i, **r.extras)
-            writer.add(key, jpg, caption, meta)
-            acc.written(i)
-    except BaseException:
-        writer.abort()
-        raise
     from mamo.core.config import to_dict
 
     source = {"kind": src.kind, "path": str(Path(src.path).resolve()), "images_root": str(root),
@@ -204,4 +162,61 @@ def ingest_local(cfg: IngestConfig) -> dict[str, Any]:
     params = {"image_size": cfg.download.image_size, "resize_mode": cfg.download.resize_mode,
               "encode_quality": cfg.download.encode_quality, "filters": to_dict(cfg.filters),
               "samples_per_shard": cfg.samples_per_shard}
-    return writer.finish(source, params, acc)
+    rows_id = [(r.path, repr(r.caption)) for r in rows]  # a changed source is not resumed
+    with lock_version(cfg.out, cfg.dataset, cfg.version):
+        acc = Accounting(n_input=len(rows))
+        writer = VersionWriter(cfg.out, cfg.dataset, cfg.version, cfg.samples_per_shard,
+                               cfg.overwrite, acc, fingerprint=fingerprint(source, params, rows_id))
+        try:
+            _write_rows(cfg, rows, root, writer, acc)
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.finish(source, params, acc)
+
+
+def _write_rows(cfg: IngestConfig, rows: list[LocalRow], root: Path, writer: VersionWriter,
+                acc: Accounting) -> None:
+    """Rows from ``writer.resume_row`` on -> samples or accounted outcomes."""
+    flt = cfg.filters
+    # the dedup set of a resumed run: the pairs already in its finished shards
+    seen: set[tuple[str, str]] = set()
+    for shard in writer.shards:
+        for sample in iter_samples(writer.dir / shard.tar, exts=("json",)):
+            meta = json.loads(sample["json"])
+            seen.add((meta["source_sha256"], meta["caption"]))
+    start = writer.resume_row
+    for i, r in enumerate(tqdm(rows[start:], desc=f"ingest {cfg.source.kind}", unit="pair",
+                               disable=not cfg.progress), start=start):
+        raw, problem = decode_caption(r.caption)
+        if problem:
+            acc.record(i, "filtered", problem, url=r.path)
+            continue
+        caption = normalize_caption(raw)
+        if len(caption) < flt.min_caption_chars:
+            acc.record(i, "filtered", "empty_caption", url=r.path)
+            continue
+        if len(caption) > flt.max_caption_chars:
+            acc.record(i, "filtered", "caption_too_long", f"{len(caption)} characters",
+                       url=r.path, caption=caption)
+            continue
+        try:
+            path = _resolve_inside(root, r.path)
+            if not path.is_file():
+                raise ImageRejected("failed", "missing_file", str(path))
+            data = path.read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            if flt.dedup_images and (digest, caption) in seen:
+                acc.record(i, "duplicate", "duplicate_pair", digest, url=r.path,
+                           caption=caption)
+                continue
+            jpg, w, h, ow, oh = prepare_image(data, cfg)
+        except ImageRejected as e:
+            acc.record(i, e.status, e.reason, str(e), url=r.path, caption=caption)
+            continue
+        seen.add((digest, caption))
+        key = f"r{i:09d}"
+        meta = sample_meta(key, jpg, caption, w, h, ow, oh, source_path=r.path,
+                           source_sha256=digest, row=i, **r.extras)
+        writer.add(key, jpg, caption, meta, row=i)
+        acc.written(i)

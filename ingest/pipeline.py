@@ -17,8 +17,10 @@ def run_ingest(cfg: IngestConfig) -> dict[str, Any]:
                                        cfg.samples_per_shard, cfg.overwrite, cfg.progress)
     if kind == "urls":
         from .download import ingest_urls
+        from .version import lock_version
 
-        return ingest_urls(cfg)
+        with lock_version(cfg.out, cfg.dataset, cfg.version):
+            return ingest_urls(cfg)
     from .local_sources import ingest_local
 
     return ingest_local(cfg)

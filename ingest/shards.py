@@ -25,6 +25,7 @@ computed with ``tarfile``'s data offsets; tests check it equals the output of DA
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -308,8 +309,12 @@ class ShardWriter:
 
     def add(self, key: str, jpg: bytes, caption: str, meta: dict[str, Any]) -> None:
         assert self._tf is not None
-        for name, data in sample_members(key, jpg, caption, meta):
-            self._tf.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
+        try:
+            for name, data in sample_members(key, jpg, caption, meta):
+                self._tf.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
+        except OSError as e:  # a full disk: tarfile's error names no file
+            self.abort()
+            raise OSError(e.errno, e.strerror, str(self._tar)) from e
         self._keys.append(key)
 
     def __len__(self) -> int:
@@ -317,7 +322,12 @@ class ShardWriter:
 
     def close(self) -> ShardInfo:
         assert self._tf is not None
-        self._tf.close()
+        try:
+            self._tf.close()
+        except OSError as e:
+            self._tf = None
+            self._target.__exit__(type(e), e, None)  # removes the temp file, names the shard
+            raise
         self._tf = None
         self._target.__exit__(None, None, None)  # fsync + rename onto NNNNN.tar
         stem = shard_name(self.index)
@@ -330,6 +340,8 @@ class ShardWriter:
 
     def abort(self) -> None:
         if self._tf is not None:
-            self._tf.close()
-            self._tf = None
-            self._target.__exit__(_Aborted, _Aborted(), None)  # removes the temp file
+            tf, self._tf = self._tf, None
+            with contextlib.suppress(OSError):  # flushing onto a full disk fails again
+                tf.close()
+            with contextlib.suppress(_Aborted):
+                self._target.__exit__(_Aborted, _Aborted(), None)  # removes the temp file

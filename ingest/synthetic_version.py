@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from .accounting import Accounting
 from .synthetic import SyntheticConfig, generate_samples, make_sample, render_image
-from .version import VersionWriter, sample_meta
+from .version import VersionWriter, fingerprint, lock_version, sample_meta
 
 
 def write_synthetic_version(root: str | Path, dataset: str = "synthetic", version: str = "v1",
@@ -19,24 +19,27 @@ def write_synthetic_version(root: str | Path, dataset: str = "synthetic", versio
                             overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Generate ``cfg.n`` samples into ``<root>/<dataset>/<version>``; returns the manifest."""
     cfg = cfg or SyntheticConfig()
-    writer = VersionWriter(root, dataset, version, samples_per_shard, overwrite)
-    acc = Accounting(n_input=cfg.n)
-    try:
-        for s in tqdm(generate_samples(cfg), total=cfg.n, desc="synthetic", disable=not progress,
-                      unit="img"):
-            meta = sample_meta(s.key, s.jpg, s.caption, s.width, s.height, s.width, s.height,
-                               source_path=f"synthetic:{cfg.seed}/{s.scene['index']}",
-                               synthetic=s.scene)
-            writer.add(s.key, s.jpg, s.caption, meta)
-            acc.written(s.scene["index"])
-    except BaseException:
-        writer.abort()
-        raise
     source = {"kind": "synthetic", "seed": cfg.seed, "n": cfg.n}
     params = {"image_size": cfg.image_size, "kind_weights": list(cfg.kind_weights),
               "jpeg_quality": cfg.jpeg_quality, "texture": cfg.texture,
               "samples_per_shard": samples_per_shard}
-    return writer.finish(source, params, acc)
+    with lock_version(root, dataset, version):
+        acc = Accounting(n_input=cfg.n)
+        writer = VersionWriter(root, dataset, version, samples_per_shard, overwrite, acc,
+                               fingerprint=fingerprint(source, params))
+        try:
+            for s in tqdm(generate_samples(cfg, start=writer.resume_row), total=cfg.n,
+                          initial=writer.resume_row, desc="synthetic", disable=not progress,
+                          unit="img"):
+                meta = sample_meta(s.key, s.jpg, s.caption, s.width, s.height, s.width,
+                                   s.height, source_path=f"synthetic:{cfg.seed}/{s.scene['index']}",
+                                   synthetic=s.scene)
+                writer.add(s.key, s.jpg, s.caption, meta, row=s.scene["index"])
+                acc.written(s.scene["index"])
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.finish(source, params, acc)
 
 
 def write_synthetic_url_source(out_dir: str | Path, cfg: SyntheticConfig | None = None,
@@ -111,7 +114,8 @@ def ingest_synthetic_over_http(root: str | Path, dataset: str = "synthetic-web",
                 "download.allow_private=true", f"download.image_size={cfg.image_size}",
                 f"download.processes={processes}", f"download.threads={threads}",
                 "filters.min_image_size=1"])
-            return ingest_urls(icfg)
+            with lock_version(root, dataset, version):
+                return ingest_urls(icfg)
     finally:
         import shutil
 

@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -32,6 +34,17 @@ class StageExit(Exception):
     exit_code: int = 1
     error: bool = True
 
+
+class Terminated(StageExit):
+    """SIGTERM reached a stage that asked for it (``run(..., sigterm=True)``): its ``finally``
+    blocks and temp-file cleanup run as for Ctrl-C; the exit status is 128 + SIGTERM."""
+
+    exit_code = 128 + signal.SIGTERM
+
+
+#: an output that cannot be written (disk full, quota, read-only, no permission): one line
+#: naming the path and the stage, exit 2; the user frees space or fixes the mount and reruns
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 #: exceptions reported as one line with exit 2; stages add their own with ``user_errors=``
 USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ConfigError, FileNotFoundError,
@@ -64,11 +77,34 @@ def describe(e: BaseException) -> str:
     return " ".join(text.split())
 
 
-def run(main: Callable[[], int | None], user_errors: tuple[type[BaseException], ...] = ()) -> int:
-    """Run ``main`` with logging set up; user errors become one line and exit 2."""
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(f"stopped by {signal.Signals(signum).name}; rerun the same command to resume")
+
+
+def run(main: Callable[[], int | None], user_errors: tuple[type[BaseException], ...] = (),
+        stage: str = "", sigterm: bool = False) -> int:
+    """Run ``main`` with logging set up; user errors become one line and exit 2.
+
+    ``stage`` names the stage in the line of an output fault (``OUTPUT_ERRNOS``);
+    ``sigterm=True`` turns SIGTERM into ``Terminated`` (exit 143) so that the stage stops
+    as on Ctrl-C (exit 130), leaving what it finished in place for a rerun.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        # an ASCII locale (LC_ALL=C with PYTHONUTF8=0): print "caf\xe9" rather than fail on "café"
+        if hasattr(stream, "reconfigure") and "utf" not in (stream.encoding or "").lower():
+            stream.reconfigure(errors="backslashreplace")
     setup_logging()
+    if sigterm:
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return int(main() or 0)
+    except OSError as e:
+        if e.errno not in OUTPUT_ERRNOS and not isinstance(e, USER_ERRORS + tuple(user_errors)):
+            raise
+        if process_rank() == 0:
+            where = f"{stage}: " if stage and e.errno in OUTPUT_ERRNOS else ""
+            print(f"error: {where}{describe(e)}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
     except USER_ERRORS + tuple(user_errors) as e:
         if process_rank() == 0:
             print(f"error: {describe(e)}", file=sys.stderr, flush=True)
@@ -81,5 +117,5 @@ def run(main: Callable[[], int | None], user_errors: tuple[type[BaseException], 
                 logging.getLogger(__name__).info("%s", e)
         return e.exit_code
     except KeyboardInterrupt:
-        logging.getLogger(__name__).warning("interrupted")
+        logging.getLogger(__name__).warning("interrupted; rerun the same command to resume")
         return 130

@@ -40,9 +40,12 @@ def atomic_path(path: str | Path, fsync: bool = False) -> Iterator[Path]:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(e, OSError) and not e.filename:
+            # a failed write (a full disk) names no file: name the one being written
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 
