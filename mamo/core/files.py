@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mamo.core.cli import UserError
+from mamo.core.cli import OUTPUT_ERRNOS, UserError
 
 
 def temp_path(path: str | Path) -> Path:
@@ -71,8 +71,9 @@ def write_json(path: str | Path, obj: Any, indent: int | None = 2, sort_keys: bo
 
 # ---------------------------------------------------------------- outputs that cannot be written
 
-# Errors of the disk rather than of the program: full, read-only, no permission, quota, I/O.
-DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EIO}
+# Errors of the disk rather than of the program: the CLI runner's output faults (full,
+# read-only, no permission, quota), plus I/O errors, which a failing disk gives mid-write.
+DISK_ERRNOS = OUTPUT_ERRNOS | {errno.EIO}
 
 
 class OutputError(UserError):
