@@ -1,6 +1,8 @@
 """Choosing between a Triton kernel and its PyTorch reference.
 
-``impl="auto"`` takes Triton for CUDA tensors and the reference elsewhere; ``"torch"`` always
+``impl="auto"`` takes Triton for CUDA tensors only at shapes where it measured faster than
+the reference (:func:`auto_impl`: forward + backward timed once per shape, cached with the
+launch configs in kernels/tuning.py), and the reference elsewhere; ``"torch"`` always
 takes the reference; ``"triton"`` insists on the kernel. On CPU tensors a Triton kernel can
 only run in Triton's interpreter, which must be switched on (``TRITON_INTERPRET=1``) before
 ``triton`` is imported; that is how the tests exercise the kernels without a GPU.
@@ -8,7 +10,7 @@ only run in Triton's interpreter, which must be switched on (``TRITON_INTERPRET=
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 
@@ -64,3 +66,61 @@ def dot_in_fp32(dtype: torch.dtype) -> bool:
     returns garbage, so everything is upcast there.
     """
     return dtype == torch.float32 or interpreter_enabled()
+
+
+def _fresh(t: Any) -> Any:
+    # a leaf of the same shape, dtype and layout: timing never touches the caller's graph
+    if isinstance(t, torch.Tensor) and t.is_floating_point():
+        return t.detach().clone().requires_grad_(t.requires_grad and torch.is_grad_enabled())
+    return t
+
+
+def fwd_bwd(fn: Callable[..., torch.Tensor], args: Sequence[Any]) -> Callable[[], None]:
+    """A closure running ``fn(*args)`` on fresh copies of ``args``, and its backward when
+    the inputs need gradients (what a training step pays for an op)."""
+    fresh = [_fresh(a) for a in args]
+    needs_grad = any(isinstance(a, torch.Tensor) and a.requires_grad for a in fresh)
+
+    def run() -> None:
+        out = fn(*fresh)
+        if needs_grad:
+            out.float().sum().backward()
+
+    return run
+
+
+def shape_key(op: str, *args: Any) -> tuple:
+    """What an ``auto`` choice depends on: op, every tensor's shape and dtype, grad mode, device."""
+    parts: list[Any] = [op, torch.is_grad_enabled()]
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            parts += [tuple(a.shape), str(a.dtype).removeprefix("torch."), a.requires_grad]
+        else:
+            parts.append(a)
+    devices = [a.device for a in args if isinstance(a, torch.Tensor)]
+    return (*parts, devices[0] if devices else "none")
+
+
+def auto_impl(op: str, run: Callable[[str], Callable[..., torch.Tensor]], args: Sequence[Any],
+              impls: Sequence[str] = ("torch", "triton"),
+              bench: Callable[[Callable[[], Any]], float] | None = None) -> str:
+    """Which of ``impls`` (the first is the reference) ``impl="auto"`` runs for ``args``:
+    the one whose forward + backward measured fastest at these shapes (``run(name)`` gives
+    the op under that implementation). Timed on first use, then cached in memory and on disk
+    (``kernels.tuning.choose_faster``); under a ``torch.compile`` trace the recorded winner or
+    the reference, since nothing can be timed there."""
+    from kernels.tuning import choose_faster
+
+    if not triton_available():
+        return impls[0]
+    key = shape_key(op, *args)
+    if torch.compiler.is_compiling():
+        return _constant_choice(key, tuple(impls))
+    return choose_faster(key, {name: fwd_bwd(run(name), args) for name in impls}, bench)
+
+
+@torch._dynamo.assume_constant_result
+def _constant_choice(key: tuple, impls: tuple[str, ...]) -> str:
+    from kernels.tuning import cached_choice
+
+    return cached_choice(key, list(impls))

@@ -39,7 +39,7 @@ from mamo.trainer.batching import Stream, to_device
 from mamo.trainer.config import OptimConfig, TrainConfig
 from mamo.trainer.distributed import DistInfo, all_gather_objects, all_reduce_mean, any_rank, barrier, no_grad_sync
 from mamo.trainer.fsdp import average_replicated_grads, weights_to_save
-from mamo.trainer.metrics import MetricsLogger, truncate_after
+from mamo.trainer.metrics import MetricsLogger, StepFlops, truncate_after
 from mamo.trainer.optim import build_optimizer, build_scheduler
 from mamo.trainer.parallelize import data_parallel, parallelize
 from mamo.trainer.seeding import step_seed
@@ -132,6 +132,8 @@ class Trainer:
         self.ema_sps: float | None = None
         self.stop = StopRequest()
         self.metrics: MetricsLogger | None = None
+        gpu = torch.cuda.get_device_name(info.device) if info.device.type == "cuda" else None
+        self.flops = StepFlops(info.world_size, gpu)  # counted on this process's first step
 
     # ------------------------------------------------------------------ the loop
 
@@ -172,15 +174,16 @@ class Trainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         terms: dict[str, float] = {}
-        for micro in range(tc.grad_accum):
-            t0 = time.perf_counter()
-            batch = to_device(self.job.stream.next(), info.device)
-            data_wait += time.perf_counter() - t0
-            out = self.forward_backward(batch, micro)
-            for k, v in out.items():
-                s = scalar(v)
-                if s is not None:
-                    terms[k] = terms.get(k, 0.0) + s / tc.grad_accum
+        with self.flops.counting():
+            for micro in range(tc.grad_accum):
+                t0 = time.perf_counter()
+                batch = to_device(self.job.stream.next(), info.device)
+                data_wait += time.perf_counter() - t0
+                out = self.forward_backward(batch, micro)
+                for k, v in out.items():
+                    s = scalar(v)
+                    if s is not None:
+                        terms[k] = terms.get(k, 0.0) + s / tc.grad_accum
         average_replicated_grads(self.replicated, info)  # FSDP leaves 0-dim parameters to us
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
         grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
@@ -213,6 +216,7 @@ class Trainer:
             "samples_per_s": self.job.samples_per_step / max(step_time, 1e-9),
             "data_wait_share": data_wait / max(step_time, 1e-9),
             "step_time_s": step_time,
+            **self.flops.fields(step_time),
             "epoch": self.job.stream.epoch,
             "skipped": nonfinite,
         }
