@@ -21,7 +21,7 @@ from torch import nn
 from mamo.model.config import LossConfig, ModelConfig
 from mamo.model.fusion import FusionEncoder, FusionOutput
 from mamo.model.heads import ClassifierHead, RegressionHead
-from mamo.model.masking import apply_text_mask, block_mask, text_mask
+from mamo.model.masking import apply_text_mask, block_mask, text_mask, to_device_async
 from mamo.model.momentum import copy_into, ema_update, frozen_copy
 from mamo.model.text import TextEncoder
 from mamo.model.vit import VisionTransformer
@@ -226,7 +226,7 @@ class MAMO(nn.Module):
             total = total + lc.w_itc * loss_itc
 
         if lc.w_itm > 0 and ids.shape[0] >= 2:
-            gen = torch.Generator().manual_seed(seed_itm)
+            gen = torch.Generator(device=image.device).manual_seed(seed_itm)  # drawn on the device
             neg_text, neg_image, _ = itm.global_hard_negatives(
                 s_img_feat, s_txt_feat, ids, image, self.temp, gen)
             # Candidates are every rank's pairs; this rank's part keeps its graph.
@@ -256,8 +256,8 @@ class MAMO(nn.Module):
         lc = self.loss_cfg
         ps = self.model_cfg.vision.patch_size
         grid = (image.shape[-2] // ps, image.shape[-1] // ps)
-        patch_mask = block_mask(image.shape[0], grid, lc.image_mask_ratio,
-                                lc.image_mask_min_block, seed_img).to(image.device)
+        patch_mask = to_device_async(block_mask(image.shape[0], grid, lc.image_mask_ratio,
+                                                lc.image_mask_min_block, seed_img), image.device)
         tmask = text_mask(ids, am, lc.text_mask_ratio, seed_txt)
         masked_ids = apply_text_mask(ids, tmask)
 

@@ -8,6 +8,8 @@ rank's features, as in ALBEF); the gradient flows through this rank's own part.
 """
 from __future__ import annotations
 
+import functools
+
 from typing import Callable
 
 import torch
@@ -19,9 +21,14 @@ def image_fingerprint(image: torch.Tensor) -> torch.Tensor:
     """``[B, 2]``: a fixed random projection of each image, to spot identical images without
     a B x B x CHW compare (and without gathering whole images across ranks)."""
     flat = image.flatten(1).float()
+    return flat @ _probe(flat.shape[1], flat.device)
+
+
+@functools.cache
+def _probe(dim: int, device: torch.device) -> torch.Tensor:
+    # the same fixed projection on every device, made once (not copied to the GPU per step)
     gen = torch.Generator().manual_seed(0)
-    probe = torch.randn(flat.shape[1], 2, generator=gen).to(flat.device)
-    return flat @ probe
+    return torch.randn(dim, 2, generator=gen).to(device)
 
 
 @torch.compiler.disable
@@ -45,7 +52,7 @@ def duplicate_pairs(input_ids: torch.Tensor, image: torch.Tensor | None = None, 
     return same
 
 
-@torch.compiler.disable  # seeded CPU sampling: keep it out of compiled graphs
+@torch.compiler.disable  # seeded sampling: keep it out of compiled graphs
 @torch.no_grad()
 def sample_hard_negatives(sim_i2t: torch.Tensor, exclude: torch.Tensor,
                           generator: torch.Generator | None = None,
@@ -76,9 +83,12 @@ def sample_hard_negatives(sim_i2t: torch.Tensor, exclude: torch.Tensor,
 
     w_i2t = weights(sim_i2t, exclude)
     w_t2i = weights(sim_t2i, exclude)
-    # Sampled on the CPU so a seeded generator gives the same draw on every device.
-    neg_text = torch.multinomial(w_i2t.cpu(), 1, generator=generator).squeeze(1)
-    neg_image = torch.multinomial(w_t2i.cpu(), 1, generator=generator).squeeze(1)
+    # Sampled where the weights are, with the caller's generator (on their device): no copy
+    # to the host (a sync per step on a GPU). A CPU generator still works for CPU weights.
+    if generator is not None and generator.device != w_i2t.device:
+        w_i2t, w_t2i = w_i2t.to(generator.device), w_t2i.to(generator.device)
+    neg_text = torch.multinomial(w_i2t, 1, generator=generator).squeeze(1)
+    neg_image = torch.multinomial(w_t2i, 1, generator=generator).squeeze(1)
     return neg_text.to(sim_i2t.device), neg_image.to(sim_i2t.device)
 
 
@@ -99,8 +109,8 @@ def itm_loss(pair_logits: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], t
     txt = torch.cat([text_embeds, text_pool[neg_text], text_embeds], dim=0)
     am = torch.cat([attention_mask, mask_pool[neg_text], attention_mask], dim=0)
     logits = pair_logits(img, txt, am)
-    labels = torch.cat([torch.ones(b, dtype=torch.long), torch.zeros(2 * b, dtype=torch.long)])
-    labels = labels.to(logits.device)
+    # made on the device: a host tensor copied per step would wait for the GPU queue
+    labels = (torch.arange(3 * b, device=logits.device) < b).long()
     loss = F.cross_entropy(logits.float(), labels)
     acc = (logits.argmax(dim=1) == labels).float().mean().detach()
     return loss, acc
