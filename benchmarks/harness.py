@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from mamo.core.files import write_text
+from mamo.trainer.metrics import peak_bf16_flops
 
 ROOT = Path(__file__).resolve().parents[1]
-#: H200 SXM dense bf16 tensor-core peak (vendor datasheet), for MFU.
-PEAK_BF16_FLOPS = 989.4e12
+#: H200 SXM dense bf16 tensor-core peak, for MFU: the trainer's table (mamo/trainer/metrics.py)
+PEAK_BF16_FLOPS = peak_bf16_flops("H200")
 #: (timed runs, warm-up runs) per benchmark size
 REPEATS = {"full": (30, 5), "quick": (10, 3), "smoke": (2, 1)}
 SIZES = tuple(REPEATS)

@@ -115,12 +115,35 @@ def auto_impl(op: str, run: Callable[[str], Callable[..., torch.Tensor]], args: 
         return impls[0]
     key = shape_key(op, *args)
     if torch.compiler.is_compiling():
-        return _constant_choice(key, tuple(impls))
+        _RUNNERS[op] = run
+        spec = tuple(("tensor", tuple(a.shape), a.dtype, a.requires_grad) if isinstance(a, torch.Tensor)
+                     else ("value", a) for a in args)
+        return _constant_choice(key, tuple(impls), spec)
     return choose_faster(key, {name: fwd_bwd(run(name), args) for name in impls}, bench)
 
 
-@torch._dynamo.assume_constant_result
-def _constant_choice(key: tuple, impls: tuple[str, ...]) -> str:
-    from kernels.tuning import cached_choice
+_RUNNERS: dict[str, Callable[[str], Callable[..., torch.Tensor]]] = {}
 
-    return cached_choice(key, list(impls))
+
+@torch._dynamo.assume_constant_result
+def _constant_choice(key: tuple, impls: tuple[str, ...], spec: tuple) -> str:
+    """The choice under a compile trace, run as plain Python while Dynamo traces (its result
+    is a constant of the graph): the recorded winner, else, on CUDA, a timing on stand-in
+    tensors of the traced shapes (real ones: no fake mode is active here), else the reference."""
+    from kernels.tuning import _CHOSEN, cached_choice, choose_faster
+
+    device, grad = key[-1], key[1]
+    if key in _CHOSEN or not (isinstance(device, torch.device) and device.type == "cuda"):
+        return cached_choice(key, list(impls))
+
+    def stand_in(item: tuple) -> Any:
+        if item[0] == "value":
+            return item[1]
+        _, shape, dtype, requires_grad = item
+        if dtype.is_floating_point:
+            return torch.randn(shape, dtype=dtype, device=device).requires_grad_(requires_grad and grad)
+        return torch.zeros(shape, dtype=dtype, device=device)  # masks: no padding; labels: class 0
+
+    args = [stand_in(item) for item in spec]
+    with torch.set_grad_enabled(grad):
+        return choose_faster(key, {name: fwd_bwd(_RUNNERS[key[0]](name), args) for name in impls})

@@ -78,7 +78,8 @@ def auto_attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     def run(name: str) -> Callable[..., torch.Tensor]:
         return lambda q, k, v, m: attention(q, k, v, m, impl=name, sm_scale=sm_scale)
 
-    return auto_impl("attention", run, (q, k, v, key_padding_mask), impls=("sdpa", "triton"), bench=bench)
+    return auto_impl(f"attention:{sm_scale}", run, (q, k, v, key_padding_mask), impls=("sdpa", "triton"),
+                     bench=bench)
 
 
 class MultiHeadAttention(nn.Module):

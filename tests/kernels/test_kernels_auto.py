@@ -122,6 +122,29 @@ def test_compiled_auto_choice_has_no_graph_break(cache_file):
     assert explained.graph_break_count == 0, explained.break_reasons
 
 
+@pytest.mark.parametrize("sdpa_ms, triton_ms, op_in_graph", [(2.0, 1.0, "mamo_kernels.attention_fwd"),
+                                                              (1.0, 2.0, "scaled_dot_product_attention")])
+def test_a_compiled_graph_uses_the_recorded_winner(cache_file, sdpa_ms, triton_ms, op_in_graph):
+    q, k, v, mask = _qkv(grad=False, s=23)
+    ran: list[int] = []
+    auto_attention_impl(q, k, v, mask, bench=_timings([sdpa_ms, triton_ms], ran))  # the eager first use
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    # the model only asks on CUDA tensors; here the same choice is asked under a trace directly
+    run = lambda name: lambda q, k, v, m: attention(q, k, v, m, impl=name)  # noqa: E731
+
+    def f(q, k, v, m):
+        return attention(q, k, v, m, impl=auto_impl("attention:None", run, (q, k, v, m), impls=("sdpa", "triton")))
+
+    torch.compile(f, backend=backend, fullgraph=True)(q, k, v, mask)
+    assert op_in_graph in "\n".join(gm.code for gm in graphs)
+
+
 def test_triton_attention_counts_sdpa_flops(seed):
     q, k, v, mask = _qkv(s=37, d=32)
     with FlopCounterMode(display=False) as fused:
