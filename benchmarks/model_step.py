@@ -209,7 +209,7 @@ def part_budget(preset: str, batch: int, device: str, text_len: int = 40, thread
     for v in parts.values():
         v["time share %"] = round(100 * v["ms"] / 1e3 / total_s, 1)
     return {"preset": preset, "batch": batch, "text_len": text_len, "device": device,
-            "TFLOP per step": round(total_f / 1e12, 3), "step_s": round(total_s, 3), "parts": parts}
+            "TFLOP per step": round(total_f / 1e12, 3), "GFLOP per step": round(total_f / 1e9, 3), "step_s": round(total_s, 3), "parts": parts}
 
 
 def compare(rep: Report, group: str, configs: list[Config], baseline: Config, count_flops: bool = False,

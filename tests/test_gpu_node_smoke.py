@@ -45,3 +45,22 @@ def test_cpu_smoke_runs_mamo_train_and_reports(tmp_path):
         assert figures["samples_per_s"] > 0 and figures["tflop_per_step"] > 0
         assert figures["mfu"] is None  # no known peak on the CPU
     assert any(row["group"] == "decode" for row in data["rows"])
+
+
+def test_budget_per_part_accounts_for_the_whole_step():
+    from benchmarks.model_step import part_budget
+
+    threads = torch.get_num_threads()
+    try:
+        budget = part_budget("micro", 4, "cpu", text_len=16, threads=1, repeats=1)
+    finally:
+        torch.set_num_threads(threads)
+    parts = budget["parts"]
+    for part in ("teacher (no grad): vision + text + fusion", "student pass 1: unmasked vision + text",
+                 "student pass 2: fusion on 3B pairs (ITM)", "student pass 3: masked vision + text (MMM)",
+                 "student pass 3: fusion (MMM)", "backward (all parts)"):
+        assert parts[part]["GFLOP"] > 0, part
+    assert sum(v["FLOP share %"] for v in parts.values()) == pytest.approx(100, abs=0.5)
+    assert sum(v["GFLOP"] for v in parts.values()) == pytest.approx(budget["GFLOP per step"], rel=0.01, abs=0.05)
+    # the two unmasked/masked encoder passes run the same shapes: the same FLOPs
+    assert parts["student pass 1: unmasked vision + text"]["GFLOP"] == parts["student pass 3: masked vision + text (MMM)"]["GFLOP"]
