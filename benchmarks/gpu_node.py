@@ -16,7 +16,8 @@ On the GPU it
 
 A setting that needs DALI when DALI is not installed is reported as not run (docs/kernels.md
 says how to install it without a package index). No run starts when the budget left is less
-than its estimate; everything done so far is in ``<out>.json``/``<out>.md`` after every run.
+than its estimate, and a run still going at the end of the budget is killed (its logged steps
+are reported); everything done so far is in ``<out>.json``/``<out>.md`` after every run.
 Without spaCy or the bundled text weights on the node, runs use token MLM targets and a
 randomly initialised text encoder (the FLOPs and the step are the same). ``--vocab vocab.txt``
 supplies the tokenizer's vocabulary where its package is missing (as benchmarks/gpu_check.py).
@@ -195,10 +196,12 @@ def main(argv: list[str] | None = None) -> int:
                      "optim.warmup_steps=10", *PORTABLE, *knobs]
         if args.cpu_smoke:
             overrides += ["train.num_threads=1", "data.num_threads=1"]
-        rc, wall, rows, err = train_throughput.train(run_dir, p["config"], overrides, env)
+        # a run slower than its estimate is killed at the budget; the steps it logged still count
+        rc, wall, rows, err = train_throughput.train(run_dir, p["config"], overrides, env,
+                                                     timeout=max(10.0, args.budget_s - (time.time() - t_start)))
         ok = rc == 0 and [r["step"] for r in rows] == list(range(1, args.steps + 1)) and "flops" in rows[-1]
         rep.check("mamo.train", name, ok, rc=rc, wall_s=round(wall, 1), stderr_tail=err[-600:] if not ok else "")
-        if rows:
+        if len(rows) >= 2:
             runs[name] = {**summarise(rows, args.steps), "wall_s": round(wall, 1), "overrides": knobs}
         rep.section("runs", runs)
         rep.save()

@@ -176,10 +176,19 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "TOKENIZERS_PARALLELISM": "false", **extra}
 
 
-def python(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """``python <args>`` from the repository root, output captured."""
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env or subprocess_env(), capture_output=True,
-                          text=True)
+def python(args: list[str], env: dict[str, str] | None = None,
+           timeout: float | None = None) -> subprocess.CompletedProcess:
+    """``python <args>`` from the repository root, output captured; past ``timeout`` seconds
+    the child is killed and the result has returncode -9 (what it printed is kept)."""
+    try:
+        return subprocess.run([sys.executable, *args], cwd=ROOT, env=env or subprocess_env(), capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        def text(b: bytes | str | None) -> str:
+            return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+
+        return subprocess.CompletedProcess(e.cmd, -9, text(e.stdout),
+                                           text(e.stderr) + f"\nkilled after {timeout:.0f} s (time budget)")
 
 
 def synthetic_version(root: Path, n: int, image_size: int, concepts: bool = False) -> Path:

@@ -64,3 +64,10 @@ def test_budget_per_part_accounts_for_the_whole_step():
     assert sum(v["GFLOP"] for v in parts.values()) == pytest.approx(budget["GFLOP per step"], rel=0.01, abs=0.05)
     # the two unmasked/masked encoder passes run the same shapes: the same FLOPs
     assert parts["student pass 1: unmasked vision + text"]["GFLOP"] == parts["student pass 3: masked vision + text (MMM)"]["GFLOP"]
+
+
+def test_a_run_past_the_budget_is_killed_keeping_its_output():
+    from benchmarks import harness
+
+    r = harness.python(["-c", "import time; print('step 1', flush=True); time.sleep(60)"], timeout=3)
+    assert r.returncode == -9 and "step 1" in r.stdout and "time budget" in r.stderr
