@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from mamo.core.files import write_text
+from mamo.trainer.metrics import peak_bf16_flops
 
 ROOT = Path(__file__).resolve().parents[1]
-#: H200 SXM dense bf16 tensor-core peak (vendor datasheet), for MFU.
-PEAK_BF16_FLOPS = 989.4e12
+#: H200 SXM dense bf16 tensor-core peak, for MFU: the trainer's table (mamo/trainer/metrics.py)
+PEAK_BF16_FLOPS = peak_bf16_flops("H200")
 #: (timed runs, warm-up runs) per benchmark size
 REPEATS = {"full": (30, 5), "quick": (10, 3), "smoke": (2, 1)}
 SIZES = tuple(REPEATS)
@@ -175,10 +176,19 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "TOKENIZERS_PARALLELISM": "false", **extra}
 
 
-def python(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """``python <args>`` from the repository root, output captured."""
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env or subprocess_env(), capture_output=True,
-                          text=True)
+def python(args: list[str], env: dict[str, str] | None = None,
+           timeout: float | None = None) -> subprocess.CompletedProcess:
+    """``python <args>`` from the repository root, output captured; past ``timeout`` seconds
+    the child is killed and the result has returncode -9 (what it printed is kept)."""
+    try:
+        return subprocess.run([sys.executable, *args], cwd=ROOT, env=env or subprocess_env(), capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        def text(b: bytes | str | None) -> str:
+            return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+
+        return subprocess.CompletedProcess(e.cmd, -9, text(e.stdout),
+                                           text(e.stderr) + f"\nkilled after {timeout:.0f} s (time budget)")
 
 
 def synthetic_version(root: Path, n: int, image_size: int, concepts: bool = False) -> Path:

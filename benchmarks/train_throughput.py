@@ -39,12 +39,13 @@ NO_CONCEPTS = ("data.vocab_id=none", "loss.text_target=mlm", "data.backend=torch
 
 
 def train(run_dir: Path, config: str, overrides: list[str], env: dict[str, str],
-          resume: bool = False) -> tuple[int, float, list[dict[str, Any]], str]:
-    """``python -m mamo.train`` in a fresh process: (exit status, wall s, metrics rows, stderr tail)."""
+          resume: bool = False, timeout: float | None = None) -> tuple[int, float, list[dict[str, Any]], str]:
+    """``python -m mamo.train`` in a fresh process: (exit status, wall s, metrics rows, stderr
+    tail); killed past ``timeout`` s (status -9, the rows it logged are kept)."""
     cmd = ["-m", "mamo.train", "--config", str(ROOT / "configs" / config), "--run-dir", str(run_dir),
            "--no-progress", *overrides, *(["--resume"] if resume else [])]
     t0 = time.perf_counter()
-    r = harness.python(cmd, env)
+    r = harness.python(cmd, env, timeout)
     wall = time.perf_counter() - t0
     path = RunDir(run_dir).metrics
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []

@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from torch.utils.flop_counter import register_flop_formula, sdpa_backward_flop_count, sdpa_flop_count
+
 from kernels.dispatch import dot_in_fp32, interpreter_enabled, select_impl
 from kernels.tuning import LaunchConfig, launch_tuned
 
@@ -381,6 +383,24 @@ def _attention_op_backward(ctx, do, _dlse):
 _attention_fwd_op.register_autograd(_attention_op_backward, setup_context=_attention_op_setup)
 
 
+# FLOPs: SDPA's formulas (torch.utils.flop_counter), so that FlopCounterMode counts the same
+# model FLOPs whichever attention runs (MFU is model FLOPs over time; the fused backward's
+# recomputation is not counted, as for SDPA's).
+@register_flop_formula(torch.ops.mamo_kernels.attention_fwd)
+def _attention_fwd_flops(q_shape, k_shape, v_shape, *args, **kwargs) -> int:
+    return sdpa_flop_count(q_shape, k_shape, v_shape)
+
+
+@register_flop_formula(torch.ops.mamo_kernels.attention_bwd)
+def _attention_bwd_flops(do_shape, q_shape, k_shape, v_shape, *args, **kwargs) -> int:
+    return sdpa_backward_flop_count(do_shape, q_shape, k_shape, v_shape)
+
+
+def _dispatch_mode_active() -> bool:
+    # e.g. FlopCounterMode on the trainer's first step: only the custom op is seen by it
+    return torch.utils._python_dispatch._get_current_dispatch_mode() is not None
+
+
 def _check_shapes(q, k, v, key_padding_mask):
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(f"q, k, v must be [B, H, S, D]; got {tuple(q.shape)}, "
@@ -442,6 +462,6 @@ def fused_attention(
         raise ValueError(f"fused_attention supports fp32/fp16/bf16, got {q.dtype}")
     if not (q.dtype == k.dtype == v.dtype):
         raise ValueError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or _dispatch_mode_active():
         return _attention_fwd_op(q, k, v, key_padding_mask, scale)[0]
     return _FusedAttention.apply(q, k, v, key_padding_mask, scale)

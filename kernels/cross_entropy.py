@@ -13,11 +13,13 @@ only computed when autograd needs them (no waste in evaluation).
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
 
-from kernels.dispatch import interpreter_enabled, select_impl
+from kernels.dispatch import auto_impl, interpreter_enabled, select_impl
 from kernels.tuning import launch
 
 # Upper bound on the elements of one chunk's logits buffer: 2^26 (128 MiB in bf16), about
@@ -174,6 +176,10 @@ def fused_linear_cross_entropy(
         raise ValueError(f"labels must be [N={hidden.shape[0]}], got {tuple(labels.shape)}")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"bias must be [V={weight.shape[0]}], got {tuple(bias.shape)}")
+    if impl == "auto" and hidden.is_cuda:  # Triton only where it measured faster (dispatch.auto_impl)
+        impl = auto_impl("linear_cross_entropy", lambda name: functools.partial(
+            fused_linear_cross_entropy, ignore_index=ignore_index, impl=name, chunk_rows=chunk_rows),
+            (hidden, weight, bias, labels))
     if select_impl(impl, hidden, weight, bias, labels) == "torch":
         return linear_cross_entropy_reference(hidden, weight, bias, labels, ignore_index)
     # One compute dtype for the chunk matmuls: autocast's if it is on (as F.linear would),

@@ -15,11 +15,13 @@ of the mean; the backward only scales the stored gradient by the incoming scalar
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
 
-from kernels.dispatch import select_impl
+from kernels.dispatch import auto_impl, select_impl
 from kernels.tuning import launch
 
 KINDS = ("smooth_l1", "mse", "cosine")
@@ -187,6 +189,10 @@ def masked_regression_loss(
     if mask.dtype != torch.bool or mask.shape != (pred.shape[0],):
         raise ValueError(f"mask must be bool [N={pred.shape[0]}], got {mask.dtype} "
                          f"{tuple(mask.shape)}")
+    if impl == "auto" and pred.is_cuda:  # Triton only where it measured faster (dispatch.auto_impl)
+        impl = auto_impl(f"masked_regression:{kind}:{beta}:{target_norm}", lambda name: functools.partial(
+            masked_regression_loss, kind=kind, beta=beta, target_norm=target_norm, impl=name),
+            (pred, target.detach(), mask))
     if select_impl(impl, pred, target, mask) == "torch":
         return masked_regression_reference(pred, target, mask, kind, beta, target_norm)
     return _MaskedRegression.apply(pred, target.detach(), mask, kind, float(beta), target_norm)

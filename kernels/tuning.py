@@ -1,13 +1,14 @@
 """A minimal launch-config tuner: benchmark a few configs once per shape key, then launch
-the winner directly.
+the winner directly; and the same once-per-shape timing for ``impl="auto"``, which takes a
+Triton kernel only where it measured faster than PyTorch (:func:`choose_faster`).
 
 Why not ``triton.autotune``: it cannot run in the interpreter with more than one config, and
 on the H200 the whole attention fwd+bwd at MAMO shapes is short enough (~1 ms) that launch
 overhead shows; a dict lookup plus a plain JIT launch keeps the host side small.
 
-Winners are also kept on disk (``$MAMO_TUNING_CACHE``, default
+Winners (configs and implementations) are also kept on disk (``$MAMO_TUNING_CACHE``, default
 ``~/.cache/mamo/kernel_tuning.json``; ``off`` disables it), keyed by GPU model, Triton version,
-shape key and config list: a restarted or resumed run, and every rank of a job, launches the
+shape key and config (or implementation) list: a restarted or resumed run, and every rank of a job, launches the
 same configs as the first run did (same numerics, no re-timing).
 """
 from __future__ import annotations
@@ -63,7 +64,7 @@ def _cuda_bench(fn: Callable[[], Any]) -> float:
     return float(triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median"))
 
 
-_DISK: dict[str, list[int]] | None = None  # the disk cache, loaded on first need
+_DISK: dict[str, Any] | None = None  # the disk cache, loaded on first need
 
 
 def _cache_file() -> Path | None:
@@ -73,7 +74,7 @@ def _cache_file() -> Path | None:
     return Path(value) if value else Path.home() / ".cache" / "mamo" / "kernel_tuning.json"
 
 
-def _disk_key(key: tuple, configs: list[LaunchConfig]) -> str:
+def _disk_key(key: tuple, configs: list[LaunchConfig] | list[str]) -> str:
     import torch
     import triton
 
@@ -83,14 +84,15 @@ def _disk_key(key: tuple, configs: list[LaunchConfig]) -> str:
             return torch.cuda.get_device_name(x) if x.type == "cuda" else x.type
         return str(x)
 
-    return "|".join([triton.__version__, *map(part, key), repr([tuple(c) for c in configs])])
+    variants = [c if isinstance(c, str) else tuple(c) for c in configs]
+    return "|".join([triton.__version__, *map(part, key), repr(variants)])
 
 
-def _read_cache(path: Path) -> dict[str, list[int]]:
+def _read_cache(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _disk_lookup(key: tuple, configs: list[LaunchConfig]) -> LaunchConfig | None:
+def _disk_get(key: tuple, configs: list[LaunchConfig] | list[str]) -> Any:
     global _DISK
     path = _cache_file()
     if path is None:
@@ -101,11 +103,15 @@ def _disk_lookup(key: tuple, configs: list[LaunchConfig]) -> LaunchConfig | None
         except (OSError, ValueError) as e:
             warnings.warn(f"kernel tuning cache {path} unreadable ({e}); re-tuning", stacklevel=3)
             _DISK = {}
-    hit = _DISK.get(_disk_key(key, configs))
-    return LaunchConfig(*hit) if hit and LaunchConfig(*hit) in configs else None
+    return _DISK.get(_disk_key(key, configs))
 
 
-def _disk_store(key: tuple, configs: list[LaunchConfig], best: LaunchConfig) -> None:
+def _disk_lookup(key: tuple, configs: list[LaunchConfig]) -> LaunchConfig | None:
+    hit = _disk_get(key, configs)
+    return LaunchConfig(*hit) if isinstance(hit, list) and LaunchConfig(*hit) in configs else None
+
+
+def _disk_store(key: tuple, configs: list[LaunchConfig] | list[str], best: LaunchConfig | str) -> None:
     global _DISK
     path = _cache_file()
     if path is None:
@@ -117,7 +123,7 @@ def _disk_store(key: tuple, configs: list[LaunchConfig], best: LaunchConfig) -> 
         except ValueError:
             current = {}
         current.update(_DISK or {})
-        current[_disk_key(key, configs)] = list(best)
+        current[_disk_key(key, configs)] = best if isinstance(best, str) else list(best)
         # the foundation's temp name carries the pid: the ranks of a job may write at once
         write_json(path, current, indent=0, sort_keys=True)
         _DISK = current
@@ -175,3 +181,52 @@ def launch_tuned(kernel: Any, grid: Callable[[LaunchConfig], tuple[int, ...]], a
         _BEST[key] = best
     run(best)
     return best
+
+
+# ----------------------------------------------------------------------------- impl="auto"
+_CHOSEN: dict[tuple, str] = {}
+
+
+def choose_faster(key: tuple, candidates: dict[str, Callable[[], Any]],
+                  bench: Callable[[Callable[[], Any]], float] | None = None) -> str:
+    """The name of the fastest of ``candidates`` (closures running one implementation at the
+    shapes of ``key``), timed once per key and cached in memory and on disk as launch configs
+    are. The first candidate is the safe default: it is taken without timing inside a CUDA
+    graph capture, when a candidate fails, and on ties.
+
+    ``bench(fn) -> ms`` replaces the CUDA timer (tests inject timings through it).
+    """
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    names = list(candidates)
+    if (hit := _CHOSEN.get(key)) is not None:
+        return hit
+    cached = _disk_get(key, names)
+    if isinstance(cached, str) and cached in names:
+        _CHOSEN[key] = cached
+        return cached
+    if _capturing():
+        return names[0]
+    timer = bench or _cuda_bench
+    times = []
+    # Timing runs are not part of the step: hide them from FlopCounterMode and other modes.
+    with _disable_current_modes():
+        for name in names:
+            try:
+                times.append(timer(candidates[name]))
+            except Exception as e:  # noqa: BLE001 - e.g. a kernel that does not fit this GPU
+                warnings.warn(f"impl=auto: {name} failed at {key!r} ({e!r}); not chosen", stacklevel=2)
+                times.append(math.inf)
+    best = names[min(range(len(names)), key=times.__getitem__)]  # ties: the first (safe) one
+    _CHOSEN[key] = best
+    _disk_store(key, names, best)
+    return best
+
+
+def cached_choice(key: tuple, names: list[str]) -> str:
+    """The winner recorded for ``key`` (memory, then disk), else the first name; never times
+    (what a ``torch.compile`` trace uses: it cannot run the candidates)."""
+    if (hit := _CHOSEN.get(key)) is not None:
+        return hit
+    cached = _disk_get(key, names)
+    return cached if isinstance(cached, str) and cached in names else names[0]

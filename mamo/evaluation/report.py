@@ -28,7 +28,7 @@ SECTIONS: tuple[str, ...] = ("summary", "losses", "retrieval", "finegrained", "e
 # Loss terms of the model contract (docs/ARCHITECTURE.md section 4), plotted in this order.
 LOSS_TERMS: tuple[str, ...] = ("loss", "itc", "itm", "mmm", "mmm_implicit", "mmm_visual", "mmm_concept", "mmm_mlm")
 # Non-loss series that are worth a panel when present.
-AUX_TERMS: tuple[str, ...] = ("lr", "grad_norm", "temperature", "samples_per_s")
+AUX_TERMS: tuple[str, ...] = ("lr", "grad_norm", "temperature", "samples_per_s", "mfu")
 
 
 @dataclass
@@ -111,6 +111,19 @@ def plot_losses(rows: Sequence[dict[str, Any]], out_png: str | Path) -> list[str
     _save(fig, out_png)
     plt.close(fig)
     return terms
+
+
+def throughput(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Medians over the steps after the first (compilation, tuning, FLOP counting) of
+    samples/s and, where the trainer knew the GPU's peak, MFU (%); TFLOP per step."""
+    rows = [r for r in rows if r.get("split", "train") == "train"][1:]
+    out: dict[str, float] = {}
+    for name, label, scale in (("samples_per_s", "samples/s", 1.0), ("mfu", "MFU %", 100.0),
+                               ("data_wait_share", "data wait %", 100.0), ("flops", "TFLOP/step", 1e-12)):
+        _, y = _series(rows, name)
+        if y.size:
+            out[label] = float(np.median(y)) * scale
+    return out
 
 
 def plot_examples(examples: Sequence[RetrievalExample], out_png: str | Path) -> None:
@@ -260,6 +273,9 @@ def write_report(
         parts.append(f"<p>{len(rows)} logged steps; terms: {', '.join(terms)}.</p>")
         parts.append("<img src='losses.png' alt='loss curves per term'>")
         parts.append(table_html({"last": last}, row_header="term"))
+        if speed := throughput(rows):
+            parts.append("<p>Throughput, median over the steps after the first:</p>")
+            parts.append(table_html({"median": speed}, row_header="throughput"))
     else:
         parts.append("<p class='muted'>no metrics.jsonl rows found</p>")
     parts.append("</section>")

@@ -9,12 +9,13 @@ zeros (never NaN), in the forward and in the backward pass.
 from __future__ import annotations
 
 import math
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-IMPLS = ("eager", "sdpa", "triton")
+IMPLS = ("eager", "sdpa", "triton", "auto")
 
 
 def _all_padded(key_padding_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -44,6 +45,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """Scaled dot-product attention. ``q [B,H,Sq,D]``, ``k, v [B,H,Sk,D]`` -> ``[B,H,Sq,D]``."""
     if key_padding_mask is not None and key_padding_mask.dtype != torch.bool:
         raise TypeError(f"key_padding_mask must be bool (True = padding), got {key_padding_mask.dtype}")
+    if impl == "auto":
+        impl = auto_attention_impl(q, k, v, key_padding_mask, sm_scale) if q.is_cuda else "sdpa"
     if impl == "eager":
         return torch.matmul(attention_probs(q, k, key_padding_mask, sm_scale), v)
     if impl == "sdpa":
@@ -61,6 +64,22 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         return fused_attention(q, k, v, key_padding_mask=key_padding_mask, sm_scale=sm_scale,
                                impl="triton")
     raise ValueError(f"unknown attention impl {impl!r}; expected one of {IMPLS}")
+
+
+def auto_attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        key_padding_mask: torch.Tensor | None = None, sm_scale: float | None = None,
+                        bench: Callable[[Callable[[], Any]], float] | None = None) -> str:
+    """``"triton"`` where the fused kernel's forward (+ backward when grads are needed)
+    measured faster than SDPA at these shapes, else ``"sdpa"``: timed once per shape on
+    first use and cached on disk with the kernels' launch configs (kernels/tuning.py). On
+    the H200 Triton won at B128 S297 and lost at B64 S237 and S40 (docs/kernels.md)."""
+    from kernels.dispatch import auto_impl
+
+    def run(name: str) -> Callable[..., torch.Tensor]:
+        return lambda q, k, v, m: attention(q, k, v, m, impl=name, sm_scale=sm_scale)
+
+    return auto_impl(f"attention:{sm_scale}", run, (q, k, v, key_padding_mask), impls=("sdpa", "triton"),
+                     bench=bench)
 
 
 class MultiHeadAttention(nn.Module):

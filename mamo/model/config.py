@@ -17,7 +17,8 @@ from pydantic import Field
 
 from mamo.core.config import check, section
 
-AttnImpl = Literal["eager", "sdpa", "triton"]
+# "auto": the Triton kernel at shapes where it measured faster than SDPA on this GPU, else SDPA
+AttnImpl = Literal["eager", "sdpa", "triton", "auto"]
 LossImpl = Literal["torch", "kernels"]
 Preset = Literal["tiny", "small", "base"]  # the keys of PRESETS
 # A size left at None is filled from the preset's table.

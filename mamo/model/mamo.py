@@ -21,7 +21,7 @@ from torch import nn
 from mamo.model.config import LossConfig, ModelConfig
 from mamo.model.fusion import FusionEncoder, FusionOutput
 from mamo.model.heads import ClassifierHead, RegressionHead
-from mamo.model.masking import apply_text_mask, block_mask, text_mask
+from mamo.model.masking import apply_text_mask, block_mask, text_mask, to_device_async
 from mamo.model.momentum import copy_into, ema_update, frozen_copy
 from mamo.model.text import TextEncoder
 from mamo.model.vit import VisionTransformer
@@ -190,13 +190,37 @@ class MAMO(nn.Module):
 
     # ---------------------------------------------------------------- training step
     def forward(self, batch: dict[str, Any], generator_seed: int | None = None) -> dict[str, torch.Tensor]:
+        """The pre-training step's losses: the random draws (eager), then :meth:`step`."""
+        return self.step(batch, self.draw(batch, generator_seed))
+
+    @torch.compiler.disable  # seeded generators: drawn eagerly, handed to the step as tensors
+    def draw(self, batch: dict[str, Any], generator_seed: int | None = None) -> dict[str, torch.Tensor]:
+        """Every random draw of a step, on the batch's device, from ``generator_seed``: the
+        image block mask, the text mask and the uniforms that pick the ITM hard negatives.
+        What depends on them (:meth:`step`) has fixed shapes and no host sync, so
+        ``torch.compile`` can capture it whole."""
+        lc = self.loss_cfg
+        image, ids = batch["image"], batch["input_ids"]
+        if generator_seed is None:
+            generator_seed = int(torch.randint(0, 2**62, (1,)).item())
+        seed_img, seed_txt, seed_itm = _seed_parts(generator_seed)
+        ps = self.model_cfg.vision.patch_size
+        grid = (image.shape[-2] // ps, image.shape[-1] // ps)
+        gen = torch.Generator(device=image.device).manual_seed(seed_itm)
+        return {
+            "patch_mask": to_device_async(block_mask(image.shape[0], grid, lc.image_mask_ratio,
+                                                     lc.image_mask_min_block, seed_img), image.device),
+            "text_mask": text_mask(ids, batch["attention_mask"], lc.text_mask_ratio, seed_txt),
+            # in (0, 1]: inverse-CDF sampling never lands on a zero-weight candidate
+            "itm_uniform": 1.0 - torch.rand(2, image.shape[0], generator=gen, device=image.device),
+        }
+
+    def step(self, batch: dict[str, Any], draws: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The losses of one step given its draws (:meth:`draw`)."""
         lc = self.loss_cfg
         image = batch["image"]
         ids = batch["input_ids"]
         am = batch["attention_mask"]
-        if generator_seed is None:
-            generator_seed = int(torch.randint(0, 2**62, (1,)).item())
-        seed_img, seed_txt, seed_itm = _seed_parts(generator_seed)
 
         with torch.no_grad():
             self.temp.clamp_(lc.temp_min, lc.temp_max)
@@ -226,9 +250,8 @@ class MAMO(nn.Module):
             total = total + lc.w_itc * loss_itc
 
         if lc.w_itm > 0 and ids.shape[0] >= 2:
-            gen = torch.Generator().manual_seed(seed_itm)
             neg_text, neg_image, _ = itm.global_hard_negatives(
-                s_img_feat, s_txt_feat, ids, image, self.temp, gen)
+                s_img_feat, s_txt_feat, ids, image, self.temp, uniform=draws["itm_uniform"])
             # Candidates are every rank's pairs; this rank's part keeps its graph.
             img_pool = itc.gather_with_local_grad(s_img)
             txt_pool = itc.gather_with_local_grad(s_txt)
@@ -240,7 +263,7 @@ class MAMO(nn.Module):
             total = total + lc.w_itm * loss_itm
 
         if lc.w_mmm > 0:
-            loss_mmm = self._mmm(batch, image, ids, am, t_img, t_fused, seed_img, seed_txt, out)
+            loss_mmm = self._mmm(batch, image, ids, am, t_img, t_fused, draws["patch_mask"], draws["text_mask"], out)
             out["mmm"] = loss_mmm.detach()
             total = total + lc.w_mmm * loss_mmm
 
@@ -251,14 +274,11 @@ class MAMO(nn.Module):
         return out
 
     def _mmm(self, batch: dict[str, Any], image: torch.Tensor, ids: torch.Tensor,
-             am: torch.Tensor, t_img: torch.Tensor, t_fused: FusionOutput | None, seed_img: int,
-             seed_txt: int, out: dict[str, torch.Tensor]) -> torch.Tensor:
+             am: torch.Tensor, t_img: torch.Tensor, t_fused: FusionOutput | None,
+             patch_mask: torch.Tensor, tmask: torch.Tensor, out: dict[str, torch.Tensor]) -> torch.Tensor:
         lc = self.loss_cfg
         ps = self.model_cfg.vision.patch_size
         grid = (image.shape[-2] // ps, image.shape[-1] // ps)
-        patch_mask = block_mask(image.shape[0], grid, lc.image_mask_ratio,
-                                lc.image_mask_min_block, seed_img).to(image.device)
-        tmask = text_mask(ids, am, lc.text_mask_ratio, seed_txt)
         masked_ids = apply_text_mask(ids, tmask)
 
         s_img, _ = self.encode_image_masked(image, patch_mask)
@@ -267,16 +287,20 @@ class MAMO(nn.Module):
         nv = fused.num_image_tokens
         impl = lc.loss_impl
 
+        # Static bounds on the masked positions per sample, so the heads see fixed shapes:
+        # exactly this many patches per image (block_mask), at most this many text tokens.
+        per_image = int(round(lc.image_mask_ratio * grid[0] * grid[1]))
+        per_text = max(1, int(round((ids.shape[1] - 2) * lc.text_mask_ratio))) if lc.text_mask_ratio > 0 else 0
         loss = fused.hidden.new_zeros((), dtype=torch.float32)
         if self.implicit_head is not None:
             target = mmm.implicit_target(t_fused.layers, lc.implicit_top_k)
             positions = mmm.position_mask(patch_mask, tmask)
             loss_imp = mmm.implicit_loss(fused.hidden, target, positions, self.implicit_head,
-                                         lc.implicit_loss, lc.implicit_beta, impl)
+                                         lc.implicit_loss, lc.implicit_beta, impl, per_image + per_text)
             out["mmm_implicit"] = loss_imp.detach()
             loss = loss + lc.lambda_implicit * loss_imp
         if self.visual_head is not None:
-            loss_v = mmm.visual_loss(fused.hidden[:, :nv], t_img, patch_mask, self.visual_head, impl)
+            loss_v = mmm.visual_loss(fused.hidden[:, :nv], t_img, patch_mask, self.visual_head, impl, per_image)
             out["mmm_visual"] = loss_v.detach()
             loss = loss + lc.lambda_v * loss_v
         if self.text_head is not None:
@@ -284,7 +308,7 @@ class MAMO(nn.Module):
                 labels, key = batch["concept_labels"], "mmm_concept"
             else:
                 labels, key = ids, "mmm_mlm"
-            loss_t = mmm.text_class_loss(fused.hidden[:, nv:], labels, tmask, self.text_head, impl)
+            loss_t = mmm.text_class_loss(fused.hidden[:, nv:], labels, tmask, self.text_head, impl, per_text)
             out[key] = loss_t.detach()
             loss = loss + lc.lambda_t * loss_t
         return loss

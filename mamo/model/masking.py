@@ -57,6 +57,14 @@ def block_mask(batch: int, grid: tuple[int, int], ratio: float, min_block: int =
     return torch.tensor(rows, dtype=torch.bool)
 
 
+def to_device_async(mask: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host-made mask onto ``device`` without a sync: a copy from pinned memory is queued
+    on the stream (from pageable memory CUDA would wait for the stream first)."""
+    if device.type != "cuda":
+        return mask.to(device)
+    return mask.pin_memory().to(device, non_blocking=True)
+
+
 def maskable_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Real tokens that are not [CLS]/[SEP]/[PAD]."""
     ok = attention_mask.bool()
@@ -70,16 +78,18 @@ def text_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, ratio: floa
               seed: int = 0) -> torch.Tensor:
     """Bool ``[B, L]``: ``round(ratio * n)`` (at least 1 when ratio > 0) of each row's n
     maskable tokens, chosen uniformly."""
-    eligible = maskable_tokens(input_ids, attention_mask).cpu()
+    # Drawn on the batch's device from the step seed: no copy to the host and back (a sync
+    # per step on a GPU). On the CPU this is the same draw as before.
+    eligible = maskable_tokens(input_ids, attention_mask)
     n = eligible.sum(dim=1)
     k = torch.round(n.float() * ratio).long()
     if ratio > 0:
         k = torch.where(n > 0, k.clamp(min=1), k)
-    gen = torch.Generator().manual_seed(seed)
-    scores = torch.rand(eligible.shape, generator=gen)
+    gen = torch.Generator(device=input_ids.device).manual_seed(seed)
+    scores = torch.rand(eligible.shape, generator=gen, device=input_ids.device)
     scores = scores.masked_fill(~eligible, 2.0)  # ineligible tokens sort last
     rank = scores.argsort(dim=1).argsort(dim=1)
-    return ((rank < k[:, None]) & eligible).to(input_ids.device)
+    return (rank < k[:, None]) & eligible
 
 
 def apply_text_mask(input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

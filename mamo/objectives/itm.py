@@ -8,6 +8,7 @@ rank's features, as in ALBEF); the gradient flows through this rank's own part.
 """
 from __future__ import annotations
 
+
 from typing import Callable
 
 import torch
@@ -19,12 +20,12 @@ def image_fingerprint(image: torch.Tensor) -> torch.Tensor:
     """``[B, 2]``: a fixed random projection of each image, to spot identical images without
     a B x B x CHW compare (and without gathering whole images across ranks)."""
     flat = image.flatten(1).float()
-    gen = torch.Generator().manual_seed(0)
-    probe = torch.randn(flat.shape[1], 2, generator=gen).to(flat.device)
+    # a fixed pseudo-random projection made on the device (no generator, no host copy)
+    i = torch.arange(flat.shape[1], device=flat.device, dtype=torch.float32)
+    probe = torch.stack([torch.sin(i * 12.9898 + 1.0), torch.cos(i * 78.233 + 2.0)], dim=1)
     return flat @ probe
 
 
-@torch.compiler.disable
 @torch.no_grad()
 def duplicate_pairs(input_ids: torch.Tensor, image: torch.Tensor | None = None, *,
                     all_input_ids: torch.Tensor | None = None,
@@ -45,19 +46,20 @@ def duplicate_pairs(input_ids: torch.Tensor, image: torch.Tensor | None = None, 
     return same
 
 
-@torch.compiler.disable  # seeded CPU sampling: keep it out of compiled graphs
 @torch.no_grad()
 def sample_hard_negatives(sim_i2t: torch.Tensor, exclude: torch.Tensor,
                           generator: torch.Generator | None = None,
-                          sim_t2i: torch.Tensor | None = None, offset: int = 0
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
+                          sim_t2i: torch.Tensor | None = None, offset: int = 0,
+                          uniform: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``sim_i2t [B,G]`` (local image i vs candidate text j), ``exclude [B,G]`` bool.
 
     ``sim_t2i [B,G]`` (local text i vs candidate image j) defaults to ``sim_i2t.t()`` for the
     square, single-batch case; ``exclude`` serves both directions (it says which candidates
     are the same pair). Returns ``(neg_text_for_image [B], neg_image_for_text [B])``, indices
     into the candidates. A row with nothing left to draw from falls back to any candidate but
-    its own pair at ``offset + i`` (G >= 2 required).
+    its own pair at ``offset + i`` (G >= 2 required). Drawn with ``generator`` by
+    ``torch.multinomial``, or, with ``uniform [2, B]`` in (0, 1] (the training step's draws,
+    made on the device beforehand), by inverse CDF inside the graph.
     """
     if sim_t2i is None:
         sim_t2i = sim_i2t.t()
@@ -76,10 +78,28 @@ def sample_hard_negatives(sim_i2t: torch.Tensor, exclude: torch.Tensor,
 
     w_i2t = weights(sim_i2t, exclude)
     w_t2i = weights(sim_t2i, exclude)
-    # Sampled on the CPU so a seeded generator gives the same draw on every device.
-    neg_text = torch.multinomial(w_i2t.cpu(), 1, generator=generator).squeeze(1)
-    neg_image = torch.multinomial(w_t2i.cpu(), 1, generator=generator).squeeze(1)
+    if uniform is not None:
+        return sample_by_uniform(w_i2t, w_t2i, uniform)
+    # Sampled where the weights are, with the caller's generator (on their device): no copy
+    # to the host (a sync per step on a GPU). A CPU generator still works for CPU weights.
+    if generator is not None and generator.device != w_i2t.device:
+        w_i2t, w_t2i = w_i2t.to(generator.device), w_t2i.to(generator.device)
+    neg_text = torch.multinomial(w_i2t, 1, generator=generator).squeeze(1)
+    neg_image = torch.multinomial(w_t2i, 1, generator=generator).squeeze(1)
     return neg_text.to(sim_i2t.device), neg_image.to(sim_i2t.device)
+
+
+@torch.no_grad()
+def sample_by_uniform(w_i2t: torch.Tensor, w_t2i: torch.Tensor, uniform: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One candidate per row of each weight matrix ``[B, G]`` (rows need not be normalised),
+    by inverse CDF at ``uniform [2, B]`` in (0, 1]: the draw of ``torch.multinomial`` without a
+    generator inside the graph (torch.compile captures it; a zero weight is never picked)."""
+    def pick(w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        cdf = w.cumsum(dim=1)
+        return (cdf < u[:, None] * cdf[:, -1:]).sum(dim=1).clamp_max(w.shape[1] - 1)
+
+    return pick(w_i2t, uniform[0]), pick(w_t2i, uniform[1])
 
 
 def itm_loss(pair_logits: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
@@ -99,8 +119,8 @@ def itm_loss(pair_logits: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], t
     txt = torch.cat([text_embeds, text_pool[neg_text], text_embeds], dim=0)
     am = torch.cat([attention_mask, mask_pool[neg_text], attention_mask], dim=0)
     logits = pair_logits(img, txt, am)
-    labels = torch.cat([torch.ones(b, dtype=torch.long), torch.zeros(2 * b, dtype=torch.long)])
-    labels = labels.to(logits.device)
+    # made on the device: a host tensor copied per step would wait for the GPU queue
+    labels = (torch.arange(3 * b, device=logits.device) < b).long()
     loss = F.cross_entropy(logits.float(), labels)
     acc = (logits.argmax(dim=1) == labels).float().mean().detach()
     return loss, acc
@@ -108,7 +128,7 @@ def itm_loss(pair_logits: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], t
 
 def global_hard_negatives(image_feat: torch.Tensor, text_feat: torch.Tensor,
                           input_ids: torch.Tensor, image: torch.Tensor, temp: torch.Tensor,
-                          generator: torch.Generator | None = None
+                          generator: torch.Generator | None = None, uniform: torch.Tensor | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Hard negatives for this rank's B pairs among every rank's pairs (the local batch when
     not distributed). Returns ``(neg_text, neg_image, offset)``: indices into the gathered
@@ -120,7 +140,7 @@ def global_hard_negatives(image_feat: torch.Tensor, text_feat: torch.Tensor,
         if world == 1:
             sim = image_feat @ text_feat.t() / temp
             exclude = duplicate_pairs(input_ids, image)
-            neg_text, neg_image = sample_hard_negatives(sim, exclude, generator)
+            neg_text, neg_image = sample_hard_negatives(sim, exclude, generator, uniform=uniform)
             return neg_text, neg_image, 0
         offset = rank * input_ids.shape[0]
         text_all = gather_no_grad(text_feat)
@@ -130,5 +150,5 @@ def global_hard_negatives(image_feat: torch.Tensor, text_feat: torch.Tensor,
                                   offset=offset)
         neg_text, neg_image = sample_hard_negatives(
             image_feat @ text_all.t() / temp, exclude, generator,
-            sim_t2i=text_feat @ image_all.t() / temp, offset=offset)
+            sim_t2i=text_feat @ image_all.t() / temp, offset=offset, uniform=uniform)
         return neg_text, neg_image, offset

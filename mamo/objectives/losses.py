@@ -12,22 +12,12 @@ import torch.nn.functional as F
 LOSS_IMPLS = ("torch", "kernels")
 
 
-def _zero_touching(*tensors: torch.Tensor | None) -> torch.Tensor:
-    """A 0 that still depends on every tensor, so DDP sees each parameter used."""
-    out = None
-    for t in tensors:
-        if t is None:
-            continue
-        term = t.sum() * 0.0
-        out = term if out is None else out + term
-    return out.float()
-
-
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                          labels: torch.Tensor, ignore_index: int = -100,
                          impl: str = "torch") -> torch.Tensor:
     """Mean CE of ``hidden [N,D] @ weight[V,D].T + bias`` vs ``labels [N]`` over non-ignored
-    rows; 0 (still in the graph) if every row is ignored."""
+    rows; 0 (still in the graph) if every row is ignored. No host sync and no shape that
+    depends on the labels: ignored rows are computed and left out of the sum."""
     if impl == "kernels":
         from kernels.cross_entropy import fused_linear_cross_entropy
 
@@ -35,11 +25,10 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch
                                           impl="auto")
     if impl != "torch":
         raise ValueError(f"unknown loss impl {impl!r}; expected one of {LOSS_IMPLS}")
-    valid = labels != ignore_index
-    if not bool(valid.any()):
-        return _zero_touching(hidden, weight, bias)
-    logits = F.linear(hidden[valid], weight, bias)
-    return F.cross_entropy(logits.float(), labels[valid])
+    n_valid = (labels != ignore_index).sum().clamp_min(1)
+    logits = F.linear(hidden, weight, bias)
+    total = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="sum")
+    return total / n_valid
 
 
 def normalise_target(target: torch.Tensor, target_norm: str) -> torch.Tensor:
@@ -67,14 +56,17 @@ def masked_regression_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch
         return fused(pred, target, mask, kind=kind, beta=beta, target_norm=target_norm, impl="auto")
     if impl != "torch":
         raise ValueError(f"unknown loss impl {impl!r}; expected one of {LOSS_IMPLS}")
-    if not bool(mask.any()):
-        return _zero_touching(pred)
-    p = pred[mask].float()
-    t = normalise_target(target[mask].detach(), target_norm)
+    # Every row is computed and the unmasked ones left out of the mean: no host sync and no
+    # shape that depends on the mask (torch.compile captures it in one graph).
+    p = pred.float()
+    t = normalise_target(target.detach(), target_norm)
     if kind == "smooth_l1":
-        return F.smooth_l1_loss(p, t, beta=beta)
-    if kind == "mse":
-        return F.mse_loss(p, t)
-    if kind == "cosine":
-        return (2.0 - 2.0 * F.cosine_similarity(p, t, dim=-1)).mean()
-    raise ValueError(f"unknown regression kind {kind!r}")
+        per_row = F.smooth_l1_loss(p, t, beta=beta, reduction="none").mean(dim=-1)
+    elif kind == "mse":
+        per_row = F.mse_loss(p, t, reduction="none").mean(dim=-1)
+    elif kind == "cosine":
+        per_row = 2.0 - 2.0 * F.cosine_similarity(p, t, dim=-1)
+    else:
+        raise ValueError(f"unknown regression kind {kind!r}")
+    per_row = torch.where(mask, per_row, torch.zeros_like(per_row))
+    return per_row.sum() / mask.sum().clamp_min(1)

@@ -30,31 +30,51 @@ def position_mask(patch_mask: torch.Tensor, text_mask: torch.Tensor) -> torch.Te
     return torch.cat([cls, patch_mask, text_mask.to(patch_mask.device)], dim=1)
 
 
+def masked_rows(mask: torch.Tensor, per_sample: int | None) -> torch.Tensor | None:
+    """``[B, k]`` positions per sample with the masked ones first, in a shape that does not
+    depend on the data (``k = per_sample``, a bound on the masked count per sample); None
+    (= every position) without a bound. Boolean indexing instead would make the shape a
+    function of the mask: a host sync per loss and a graph break under torch.compile."""
+    if per_sample is None or per_sample >= mask.shape[1]:
+        return None
+    return mask.to(torch.int32).topk(per_sample, dim=1, sorted=False).indices
+
+
+def take(x: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+    """``x [B, S, ...]`` at positions ``idx [B, k]`` (all when None), flattened to rows."""
+    if idx is not None:
+        x = x.gather(1, idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))
+    return x.flatten(0, 1)
+
+
 def implicit_loss(student_hidden: torch.Tensor, target: torch.Tensor, masked: torch.Tensor,
-                  head: torch.nn.Module, kind: str, beta: float, impl: str = "torch") -> torch.Tensor:
+                  head: torch.nn.Module, kind: str, beta: float, impl: str = "torch",
+                  per_sample: int | None = None) -> torch.Tensor:
     """Regress ``target`` at ``masked`` positions (both modalities) from the student fusion
-    output through ``head``."""
-    pred = head(student_hidden[masked])
-    tgt = target[masked]
-    rows = torch.ones(pred.shape[0], dtype=torch.bool, device=pred.device)
-    return masked_regression_loss(pred, tgt, rows, kind=kind, beta=beta, target_norm="none",
-                                  impl=impl)
+    output through ``head`` (``per_sample``: at most this many masked positions per sample)."""
+    idx = masked_rows(masked, per_sample)
+    pred = head(take(student_hidden, idx))
+    return masked_regression_loss(pred, take(target, idx), take(masked, idx), kind=kind, beta=beta,
+                                  target_norm="none", impl=impl)
 
 
 def visual_loss(student_image_hidden: torch.Tensor, teacher_image_embeds: torch.Tensor,
-                patch_mask: torch.Tensor, head: torch.nn.Module, impl: str = "torch") -> torch.Tensor:
+                patch_mask: torch.Tensor, head: torch.nn.Module, impl: str = "torch",
+                per_sample: int | None = None) -> torch.Tensor:
     """``2 - 2 cos`` between the head's prediction at masked patches and the teacher image
     encoder's (unimodal) patch feature, L2-normalised. Both hidden inputs include [CLS]."""
-    pred = head(student_image_hidden[:, 1:][patch_mask])
-    tgt = teacher_image_embeds[:, 1:][patch_mask]
-    rows = torch.ones(pred.shape[0], dtype=torch.bool, device=pred.device)
-    return masked_regression_loss(pred, tgt, rows, kind="cosine", target_norm="l2", impl=impl)
+    idx = masked_rows(patch_mask, per_sample)
+    pred = head(take(student_image_hidden[:, 1:], idx))
+    return masked_regression_loss(pred, take(teacher_image_embeds[:, 1:], idx), take(patch_mask, idx),
+                                  kind="cosine", target_norm="l2", impl=impl)
 
 
 def text_class_loss(student_text_hidden: torch.Tensor, labels: torch.Tensor,
-                    text_mask: torch.Tensor, head: torch.nn.Module, impl: str = "torch") -> torch.Tensor:
+                    text_mask: torch.Tensor, head: torch.nn.Module, impl: str = "torch",
+                    per_sample: int | None = None) -> torch.Tensor:
     """Cross-entropy at masked tokens: ``labels`` are concept ids (-100 = no concept) or
     WordPiece ids (token MLM). ``head`` is a ``ClassifierHead``."""
-    hidden = head.hidden(student_text_hidden[text_mask])
-    lab = labels[text_mask]
+    idx = masked_rows(text_mask, per_sample)
+    hidden = head.hidden(take(student_text_hidden, idx))
+    lab = torch.where(take(text_mask, idx), take(labels, idx), torch.full_like(take(labels, idx), -100))
     return linear_cross_entropy(hidden, head.decoder.weight, head.decoder.bias, lab, impl=impl)

@@ -76,7 +76,12 @@ def build_optimizer(model: nn.Module, cfg: "OptimConfig",
     # "names" is informative only; AdamW keeps extra group keys in its state_dict, which
     # would make state.pt depend on names. Drop them before construction.
     groups = [{k: v for k, v in g.items() if k != "names"} for g in groups]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    # fused=True on CUDA: one kernel for every parameter's update instead of a dozen foreach
+    # launches per group (the step's host time matters at MAMO's sizes). The CPU keeps the
+    # default implementation, so CPU runs and their tests are unchanged.
+    on_cuda = all(p.is_cuda for g in groups for p in g["params"]) and any(g["params"] for g in groups)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                             **({"fused": True} if on_cuda else {}))
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float, schedule: str) -> float:

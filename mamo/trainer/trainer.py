@@ -39,7 +39,7 @@ from mamo.trainer.batching import Stream, to_device
 from mamo.trainer.config import OptimConfig, TrainConfig
 from mamo.trainer.distributed import DistInfo, all_gather_objects, all_reduce_mean, any_rank, barrier, no_grad_sync
 from mamo.trainer.fsdp import average_replicated_grads, weights_to_save
-from mamo.trainer.metrics import MetricsLogger, truncate_after
+from mamo.trainer.metrics import MetricsLogger, StepFlops, truncate_after
 from mamo.trainer.optim import build_optimizer, build_scheduler
 from mamo.trainer.parallelize import data_parallel, parallelize
 from mamo.trainer.seeding import step_seed
@@ -90,12 +90,22 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def scalar(v: Any) -> float | None:
+def scalar(v: Any) -> torch.Tensor | float | None:
+    """A loggable scalar term, left on its device (read once per step by ``to_host``)."""
     if isinstance(v, torch.Tensor) and v.numel() == 1:
-        return float(v.detach().float().item())
+        return v.detach().float().reshape(())
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return float(v)
     return None
+
+
+def to_host(values: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    """Every tensor of ``values`` to a float with one device-to-host copy (one sync per
+    step instead of one per term)."""
+    names = [k for k, v in values.items() if isinstance(v, torch.Tensor)]
+    host = torch.stack([values[k].to(values[names[0]].device) for k in names]).tolist() if names else []
+    return {**{k: float(v) for k, v in values.items() if not isinstance(v, torch.Tensor)},
+            **dict(zip(names, host))}
 
 
 def temperature_of(model: nn.Module) -> float | None:
@@ -132,6 +142,8 @@ class Trainer:
         self.ema_sps: float | None = None
         self.stop = StopRequest()
         self.metrics: MetricsLogger | None = None
+        gpu = torch.cuda.get_device_name(info.device) if info.device.type == "cuda" else None
+        self.flops = StepFlops(info.world_size, gpu)  # counted on this process's first step
 
     # ------------------------------------------------------------------ the loop
 
@@ -171,19 +183,22 @@ class Trainer:
         data_wait = 0.0
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        terms: dict[str, float] = {}
-        for micro in range(tc.grad_accum):
-            t0 = time.perf_counter()
-            batch = to_device(self.job.stream.next(), info.device)
-            data_wait += time.perf_counter() - t0
-            out = self.forward_backward(batch, micro)
-            for k, v in out.items():
-                s = scalar(v)
-                if s is not None:
-                    terms[k] = terms.get(k, 0.0) + s / tc.grad_accum
+        terms: dict[str, torch.Tensor | float] = {}
+        with self.flops.counting():
+            for micro in range(tc.grad_accum):
+                t0 = time.perf_counter()
+                batch = to_device(self.job.stream.next(), info.device)
+                data_wait += time.perf_counter() - t0
+                out = self.forward_backward(batch, micro)
+                for k, v in out.items():
+                    s = scalar(v)
+                    if s is not None:
+                        terms[k] = terms.get(k, 0.0) + s / tc.grad_accum
         average_replicated_grads(self.replicated, info)  # FSDP leaves 0-dim parameters to us
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
-        grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+        # The step's one host sync: the terms and the norm, read together (the skip below needs them)
+        terms = to_host({**terms, "grad_norm": norm.full_tensor() if hasattr(norm, "full_tensor") else norm})
+        grad_norm = terms.pop("grad_norm")
         lr = self.optimizer.param_groups[0]["lr"]
         nonfinite = any_rank(not (math.isfinite(terms.get("loss", float("nan"))) and math.isfinite(grad_norm)), info)
         if nonfinite:
@@ -213,6 +228,8 @@ class Trainer:
             "samples_per_s": self.job.samples_per_step / max(step_time, 1e-9),
             "data_wait_share": data_wait / max(step_time, 1e-9),
             "step_time_s": step_time,
+            **self.flops.fields(step_time),
+            "peak_mem_gib": torch.cuda.max_memory_allocated(info.device) / 2**30 if info.device.type == "cuda" else None,
             "epoch": self.job.stream.epoch,
             "skipped": nonfinite,
         }

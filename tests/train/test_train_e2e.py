@@ -161,6 +161,9 @@ def test_compiled_blocks_train_like_eager(reference, dataset, tmp_path):
     for a, b in _first_three_steps(reference, dataset, tmp_path / "compiled", "train.compile=true"):
         for k in LOSS_KEYS:
             assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-5), (a["step"], k)
+        # FlopCounterMode counts through the compiled blocks: the same model FLOPs as eager;
+        # no MFU on the CPU (no known peak)
+        assert b["flops"] == a["flops"] > 0 and "mfu" not in b
 
 
 @pytest.mark.slow
