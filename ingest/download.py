@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +42,8 @@ from .tables import input_files, read_url_table
 from .version import prepare_version_dir, sample_meta
 
 WORK = "_work"
+# reasons from ingest.fetch that are not failures
+FETCH_REASON_STATUS = {"robots_disallowed": "filtered", "opt_out": "filtered"}
 
 
 class ChunkNotDownloaded(RuntimeError):
@@ -68,7 +71,8 @@ def _plan_fingerprint(cfg: IngestConfig, table_sha: str) -> str:
     key = {"table": table_sha, "url_col": s.url_col, "caption_col": s.caption_col,
            "extra": s.extra_cols, "json": s.json_cols, "chunk": cfg.samples_per_shard,
            "caps": [f.min_caption_chars, f.max_caption_chars], "dedup_urls": f.dedup_urls,
-           "allow_private": cfg.download.allow_private}
+           "allow_private": cfg.download.allow_private,
+           "allow_networks": cfg.download.allow_networks}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -118,7 +122,8 @@ def plan_download(cfg: IngestConfig) -> tuple[Path, Plan]:
             acc.record(r.row, "failed", r.problem, r.detail)
             continue
         try:
-            url = check_url(url_text, cfg.download.allow_private, cfg.download.resolve_hosts)
+            url = check_url(url_text, cfg.download.allow_private, cfg.download.resolve_hosts,
+                            cfg.download.allow_networks)
         except UrlRefused as e:
             acc.record(r.row, "failed", e.reason, str(e), url=_safe_text(url_text))
             continue
@@ -174,12 +179,31 @@ def plan_download(cfg: IngestConfig) -> tuple[Path, Plan]:
     return vdir, plan
 
 
-def _i2d_params(cfg: IngestConfig, url_list: Path, out: Path) -> dict[str, Any]:
+def fetch_policy(cfg: IngestConfig, state_dir: Path | str = "") -> dict[str, Any]:
+    """The ``ingest.fetch.FetchPolicy`` of a config, as a dict (it travels in the params)."""
+    from .fetch import default_user_agent
+
+    d = cfg.download
+    return {"allow_private": d.allow_private, "allow_networks": list(d.allow_networks),
+            "max_redirects": d.max_redirects, "timeout": float(d.timeout),
+            "ua_token": d.user_agent_token,
+            "user_agent": default_user_agent(d.user_agent_token, d.contact_url),
+            "opt_out_directives": [x.lower() for x in d.opt_out_directives],
+            "robots": d.robots_txt, "max_per_host": d.max_per_host,
+            "min_interval": d.min_host_interval, "rate_limit_retries": d.rate_limit_retries,
+            "max_retry_after": d.max_retry_after, "state_dir": str(state_dir)}
+
+
+def _i2d_params(cfg: IngestConfig, url_list: Path, out: Path, wdir: Path) -> dict[str, Any]:
     d, f = cfg.download, cfg.filters
-    return img2dataset_params(url_list, out, d.image_size, d.resize_mode, d.encode_quality,
-                              d.processes, d.threads, d.retries, d.timeout, d.distributor,
-                              cfg.samples_per_shard, f.min_image_size, f.max_image_area,
-                              f.max_aspect_ratio, d.user_agent_token)
+    params = img2dataset_params(url_list, out, d.image_size, d.resize_mode, d.encode_quality,
+                                d.processes, d.threads, d.retries, d.timeout, d.distributor,
+                                cfg.samples_per_shard, f.min_image_size, f.max_image_area,
+                                f.max_aspect_ratio, d.user_agent_token)
+    if d.safe_fetch:
+        # robots cache and host locks: one per version, shared by all chunks of the run
+        params["fetch_policy"] = fetch_policy(cfg, wdir / "web")
+    return params
 
 
 def chunk_outputs(vdir: Path, chunk: int) -> tuple[Path, Path] | None:
@@ -198,7 +222,7 @@ def download_chunks(cfg: IngestConfig, vdir: Path, plan: Plan) -> None:
     if plan.n_chunks == 0 or all(chunk_outputs(vdir, i) for i in range(plan.n_chunks)):
         return
     wdir = work_dir(vdir)
-    run_img2dataset(_i2d_params(cfg, wdir / "chunks_in", wdir / "dl" / "all"))
+    run_img2dataset(_i2d_params(cfg, wdir / "chunks_in", wdir / "dl" / "all", wdir))
 
 
 def download_chunk(cfg: IngestConfig, vdir: Path, chunk: int) -> None:
@@ -207,11 +231,16 @@ def download_chunk(cfg: IngestConfig, vdir: Path, chunk: int) -> None:
         return
     wdir = work_dir(vdir)
     run_img2dataset(_i2d_params(cfg, wdir / "chunks_in" / f"{chunk:05d}.parquet",
-                                wdir / "dl" / f"{chunk:05d}"))
+                                wdir / "dl" / f"{chunk:05d}", wdir))
 
 
 def _download_reason(msg: str) -> str:
+    tagged = re.match(r"\[([a-z_]+)\] ", msg)
+    if tagged:
+        return tagged.group(1)
     m = msg.lower()
+    if "x-robots-tag" in m:  # img2dataset's own check (download.safe_fetch=false)
+        return "opt_out"
     if m.startswith("http error"):
         return "http_error"
     if "timed out" in m or "timeout" in m:
@@ -287,7 +316,9 @@ def finalize_chunk(cfg: IngestConfig, vdir: Path, chunk: int, shard_index: int,
             continue
         status, err = st.get("status"), st.get("error_message") or ""
         if status == "failed_to_download":
-            acc.record(row_id, "failed", _download_reason(err), err, url=url, caption=caption)
+            reason = _download_reason(err)
+            acc.record(row_id, FETCH_REASON_STATUS.get(reason, "failed"), reason, err, url=url,
+                       caption=caption)
             continue
         if status == "failed_to_resize":
             if err in RESIZE_FILTERS:
