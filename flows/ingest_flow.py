@@ -70,9 +70,14 @@ def stats_markdown(manifest: dict[str, Any], version_dir: str) -> str:
 
 
 @flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=2))
-def ingest_flow(config_path: str | None = None,
-                overrides: list[str] | None = None) -> dict[str, Any]:
-    """Ingest the source of the config into a new dataset version; returns a summary."""
+def ingest_flow(config_path: str | None = None, overrides: list[str] | None = None,
+                retry_failed: str | None = None) -> dict[str, Any]:
+    """Ingest the source of the config into a new dataset version; returns a summary.
+    ``retry_failed``: an earlier URL version whose transiently failed rows are the input."""
+    if retry_failed:
+        from ingest.retry import retry_overrides
+
+        overrides = retry_overrides(retry_failed) + list(overrides or [])
     cfg = load_ingest_config(config_path, overrides)
     from ingest.version import version_dir
 

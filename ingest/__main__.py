@@ -60,7 +60,12 @@ def _cmd_download(a: argparse.Namespace) -> int:
     from .config import IngestConfig
     from .pipeline import run_ingest
 
-    cfg = load_config(IngestConfig, a.config, a.overrides)
+    overrides = list(a.overrides)
+    if getattr(a, "retry_failed", None):
+        from .retry import retry_overrides
+
+        overrides = retry_overrides(a.retry_failed) + overrides
+    cfg = load_config(IngestConfig, a.config, overrides)
     kinds = getattr(a, "kinds", None)
     if kinds and cfg.source.kind not in kinds:
         raise ConfigError("source.kind", f"`ingest {a.cmd}` takes {' / '.join(kinds)}, got "
@@ -129,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "described by a YAML config and dotted overrides")
     s.add_argument("--config", default=None)
     s.add_argument("overrides", nargs="*", help="dotted.key=value")
+    s.add_argument("--retry-failed", metavar="VERSION_DIR", default=None,
+                   help="ingest only the transiently failed rows (timeout, 5xx, refused, "
+                   "rate_limited) of this earlier version, into the configured new version")
     s.set_defaults(fn=_cmd_download)
 
     for name, kinds, what in (("download", ("urls",), "a URL table through img2dataset"),
@@ -137,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=f"ingest {what}; like `run`, checking source.kind")
         s.add_argument("--config", default=None)
         s.add_argument("overrides", nargs="*", help="dotted.key=value")
+        if name == "download":
+            s.add_argument("--retry-failed", metavar="VERSION_DIR", default=None,
+                           help="as for `run`")
         s.set_defaults(fn=_cmd_download, kinds=kinds)
 
     s = sub.add_parser("verify", help="check a dataset version (checksums, counts, tars); "

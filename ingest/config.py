@@ -113,6 +113,8 @@ class IngestConfig:
     # also the download chunk size (one task per chunk)
     samples_per_shard: Annotated[int, Field(ge=1)] = 1000
     overwrite: bool = False  # replace a complete version (otherwise refused)
+    # an earlier URL version dir: ingest only its transiently failed rows (ingest/retry.py)
+    retry_failed: str = ""
     progress: bool = True
     source: SourceConfig = field(default_factory=SourceConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)

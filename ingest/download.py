@@ -56,6 +56,7 @@ class Plan:
     n_chunks: int
     table_sha256: str
     fingerprint: str  # hash of everything that determines the plan
+    retry_of: dict[str, Any] | None = None  # ingest/retry.py: the version whose rows these are
 
 
 def _table_sha256(path: str | Path, input_format: str) -> str:
@@ -72,7 +73,7 @@ def _plan_fingerprint(cfg: IngestConfig, table_sha: str) -> str:
            "extra": s.extra_cols, "json": s.json_cols, "chunk": cfg.samples_per_shard,
            "caps": [f.min_caption_chars, f.max_caption_chars], "dedup_urls": f.dedup_urls,
            "allow_private": cfg.download.allow_private,
-           "allow_networks": cfg.download.allow_networks}
+           "allow_networks": cfg.download.allow_networks, "retry_failed": cfg.retry_failed}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -113,6 +114,21 @@ def plan_download(cfg: IngestConfig) -> tuple[Path, Plan]:
     src, flt = cfg.source, cfg.filters
     rows = read_url_table(src.path, src.input_format, src.url_col, src.caption_col,
                           src.extra_cols)
+    retry_of = None
+    if cfg.retry_failed:
+        from dataclasses import replace
+
+        from .retry import retry_source
+
+        rs = retry_source(cfg.retry_failed)
+        if rs["sha256"] != table_sha:
+            from mamo.core.cli import UserError
+
+            raise UserError(f"source.path={src.path}: the table changed since "
+                            f"{cfg.retry_failed} was ingested (sha256 differs)")
+        rows = [replace(rows[t], row=i, extras={**rows[t].extras, "source_row": t})
+                for i, t in enumerate(rs["table_rows"])]
+        retry_of = {**rs["retry_of"], "rows": rs["old_rows"], "table_rows": rs["table_rows"]}
     acc = Accounting(n_input=len(rows))
     seen_urls: set[str] = set()
     fetch: list[dict[str, Any]] = []
@@ -140,7 +156,7 @@ def plan_download(cfg: IngestConfig) -> tuple[Path, Plan]:
             acc.record(r.row, "filtered", "caption_too_long", f"{len(caption)} characters",
                        url=url, caption=caption)
             continue
-        extras = {}
+        extras = {"source_row": r.extras["source_row"]} if retry_of else {}
         bad_extra = ""
         for c in src.extra_cols:
             v = r.extras.get(c)
@@ -173,7 +189,8 @@ def plan_download(cfg: IngestConfig) -> tuple[Path, Plan]:
     # rows refused before download are journaled as pseudo-chunk -1
     # (ASCII JSON: a refused row's text may hold surrogate escapes of invalid UTF-8)
     write_text(wdir / "prefilter.json", json.dumps(_outcome_rows(acc)))
-    plan = Plan(n_input=len(rows), n_chunks=n_chunks, table_sha256=table_sha, fingerprint=fp)
+    plan = Plan(n_input=len(rows), n_chunks=n_chunks, table_sha256=table_sha, fingerprint=fp,
+                retry_of=retry_of)
     # the plan exists only once the chunks are all written
     write_json(plan_path, asdict(plan), indent=None)
     return vdir, plan
@@ -397,8 +414,11 @@ def finalize(cfg: IngestConfig, vdir: Path, plan: Plan) -> dict[str, Any]:
               "url_col": cfg.source.url_col, "caption_col": cfg.source.caption_col}
     params = {"download": to_dict(cfg.download), "filters": to_dict(cfg.filters),
               "samples_per_shard": cfg.samples_per_shard}
+    extra: dict[str, Any] = {"reasons": acc.reasons()}
+    if plan.retry_of:
+        extra["retry_of"] = plan.retry_of
     manifest = build_manifest(cfg.dataset, cfg.version, source, params, acc.counts(), shards,
-                              extra={"reasons": acc.reasons()})
+                              extra=extra)
     write_manifest(vdir, manifest)
     shutil.rmtree(wdir, ignore_errors=True)
     return manifest
