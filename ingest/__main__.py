@@ -86,6 +86,26 @@ def _cmd_verify(a: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_decontaminate(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mamo.core.cli import UserError
+
+    from .near_dup import overlaps
+
+    for v in (a.version_dir, a.against):
+        if not (Path(v) / "manifest.json").is_file():
+            raise UserError(f"{v}: not a dataset version (no manifest.json)")
+    found = overlaps(a.version_dir, a.against, a.distance, a.captions)
+    for o in found[:a.show]:
+        print(json.dumps(o), file=sys.stderr)
+    print(json.dumps({"version_dir": a.version_dir, "against": a.against,
+                      "distance": a.distance, "overlaps": len(found),
+                      "by_image": sum(o["by"] == "image" for o in found),
+                      "by_caption": sum(o["by"] == "caption" for o in found)}))
+    return 0
+
+
 def _cmd_serve_dir(a: argparse.Namespace) -> int:
     import time
 
@@ -155,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("version_dir")
     s.add_argument("--quick", action="store_true", help="skip decoding every image")
     s.set_defaults(fn=_cmd_verify)
+
+    s = sub.add_parser("decontaminate", help="report the samples of a version whose image is a "
+                       "near-duplicate of one in another version (e.g. an eval set)")
+    s.add_argument("version_dir")
+    s.add_argument("--against", required=True, metavar="EVAL_VERSION_DIR")
+    s.add_argument("--distance", type=int, default=6, help="max Hamming distance of the hashes")
+    s.add_argument("--captions", action="store_true", help="identical captions count too")
+    s.add_argument("--show", type=int, default=20, help="overlaps listed on stderr")
+    s.set_defaults(fn=_cmd_decontaminate)
 
     s = sub.add_parser("serve-dir", help="serve a directory over HTTP on 127.0.0.1 (demo)")
     s.add_argument("path")

@@ -10,7 +10,9 @@ Three steps, each resumable, all state under ``<version_dir>/_work/`` (removed a
    one Prefect task each): img2dataset with ``incremental_mode="incremental"``, so finished
    shards are never downloaded again.
 3. ``finalize``: in chunk order, check every downloaded image decodes (RGB, re-encoded if
-   not), drop duplicates by the sha256 of the original bytes (first row wins), write our shard
+   not), drop duplicates by the sha256 of the original bytes (first row wins), drop images
+   near-duplicate of one in ``filters.exclude_versions`` (``contaminated``) or of an earlier
+   one in this version or the dataset's other versions (``near_duplicate``), write our shard
    + DALI index, and append the chunk's outcomes to ``_work/journal.jsonl``; on resume,
    journaled chunks are skipped. Then ``failures.parquet`` and the manifest (written last).
 """
@@ -305,10 +307,58 @@ def _append_journal(path: Path, entry: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+@dataclass
+class NearDupState:
+    """What a sample is compared with (ingest/near_dup.py): ``seen`` holds this version's
+    written images and the dataset's earlier versions'; ``exclude`` the images (and captions)
+    of ``filters.exclude_versions``."""
+
+    seen: Any  # near_dup.HashIndex
+    exclude: Any | None = None
+    exclude_captions: dict[str, str] | None = None
+
+
+def near_dup_state(cfg: IngestConfig, vdir: Path,
+                   journal: list[dict[str, Any]] = ()) -> NearDupState | None:
+    """None when near-duplicates are off and nothing is excluded."""
+    from .near_dup import HashIndex, build_index, earlier_versions
+
+    f = cfg.filters
+    if f.near_duplicate_distance < 0 and not f.exclude_versions:
+        return None
+    excl = [Path(v) for v in f.exclude_versions]
+    for v in excl:
+        if not (v / "manifest.json").is_file():
+            from mamo.core.cli import UserError
+
+            raise UserError(f"filters.exclude_versions: {v} is not a dataset version "
+                            "(no manifest.json)")
+    exclude, caps = (build_index(excl, max(f.near_duplicate_distance, 6)) if excl
+                     else (None, None))
+    if f.near_duplicate_distance >= 0:
+        excluded = {p.resolve() for p in excl}
+        planned = (work_dir(vdir) / "plan.json").stat().st_mtime
+        seen, _ = build_index([p for p in earlier_versions(vdir, planned)
+                               if p.resolve() not in excluded], f.near_duplicate_distance)
+    else:
+        seen = HashIndex(-1)
+    import base64
+
+    for e in journal:
+        for key, h, t in e.get("phashes", []):
+            seen.add(int(h, 16), base64.b64decode(t), key)
+    return NearDupState(seen, exclude, caps if f.exclude_identical_captions else None)
+
+
 def finalize_chunk(cfg: IngestConfig, vdir: Path, chunk: int, shard_index: int,
-                   seen_hashes: set[str]) -> dict[str, Any]:
+                   seen_hashes: set[str], near: NearDupState | None = None) -> dict[str, Any]:
     """Post-process one downloaded chunk into our shard ``shard_index`` (if any sample
-    survives); returns the journal entry. ``seen_hashes`` is updated."""
+    survives); returns the journal entry. ``seen_hashes`` (and ``near``) are updated."""
+    from .near_dup import encode_thumb, fingerprint, hash_hex
+
+    if near is None:
+        near = near_dup_state(cfg, vdir)  # (None again when the checks are off)
+
     import pyarrow.parquet as pq
 
     found = chunk_outputs(vdir, chunk)
@@ -324,6 +374,7 @@ def finalize_chunk(cfg: IngestConfig, vdir: Path, chunk: int, shard_index: int,
     acc = Accounting(n_input=0)
     writer: ShardWriter | None = None
     hashes: list[str] = []
+    phashes: list[list[str]] = []
     for row_id in sorted(info):
         r = info[row_id]
         url, caption = r["url"], r["caption"]
@@ -358,20 +409,40 @@ def finalize_chunk(cfg: IngestConfig, vdir: Path, chunk: int, shard_index: int,
         if cfg.filters.dedup_images and src_hash in seen_hashes:
             acc.record(row_id, "duplicate", "duplicate_image", src_hash, url=url, caption=caption)
             continue
+        key = f"r{row_id:09d}"
+        near_meta: dict[str, str] = {}
+        if near is not None:
+            ph, thumb = fingerprint(jpg)
+            hit = near.exclude.find(ph, thumb) if near.exclude is not None else None
+            if hit is not None:
+                acc.record(row_id, "filtered", "contaminated", f"image near-duplicate of "
+                           f"{hit[0]} (distance {hit[1]})", url=url, caption=caption)
+                continue
+            if near.exclude_captions is not None and caption in near.exclude_captions:
+                acc.record(row_id, "filtered", "contaminated", "caption identical to "
+                           f"{near.exclude_captions[caption]}", url=url, caption=caption)
+                continue
+            hit = near.seen.find(ph, thumb)
+            if hit is not None:
+                acc.record(row_id, "duplicate", "near_duplicate", f"first copy {hit[0]} "
+                           f"(distance {hit[1]})", url=url, caption=caption)
+                continue
+            near_meta = {"phash": hash_hex(ph), "thumb": encode_thumb(thumb)}
+            near.seen.add(ph, thumb, key)
+            phashes.append([key, near_meta["phash"], near_meta["thumb"]])
         seen_hashes.add(src_hash)
         hashes.append(src_hash)
-        key = f"r{row_id:09d}"
         extras = json.loads(r["extras_json"]) if r.get("extras_json") else {}
         meta = sample_meta(key, jpg, caption, w, h, st.get("original_width") or w,
                            st.get("original_height") or h, url=url, source_sha256=src_hash,
-                           row=row_id, **extras)
+                           row=row_id, **near_meta, **extras)
         if writer is None:
             writer = ShardWriter(vdir, shard_index)
         writer.add(key, jpg, caption, meta)
         acc.written(row_id)
     shard: ShardInfo | None = writer.close() if writer is not None else None
     return {"chunk": chunk, "shard": shard.as_dict() if shard else None,
-            "outcomes": _outcome_rows(acc), "hashes": hashes}
+            "outcomes": _outcome_rows(acc), "hashes": hashes, "phashes": phashes}
 
 
 def finalize(cfg: IngestConfig, vdir: Path, plan: Plan) -> dict[str, Any]:
@@ -391,9 +462,10 @@ def finalize(cfg: IngestConfig, vdir: Path, plan: Plan) -> dict[str, Any]:
         write_text(journal_path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in valid))
     seen: set[str] = {h for e in valid for h in e["hashes"]}
     n_shards = sum(1 for e in valid if e["shard"])
+    near = near_dup_state(cfg, vdir, valid) if len(valid) < plan.n_chunks else None
     for chunk in tqdm(range(len(valid), plan.n_chunks), desc="post-process", unit="chunk",
                       disable=not cfg.progress):
-        entry = finalize_chunk(cfg, vdir, chunk, n_shards, seen)
+        entry = finalize_chunk(cfg, vdir, chunk, n_shards, seen, near)
         if entry["shard"]:
             n_shards += 1
         _append_journal(journal_path, entry)
