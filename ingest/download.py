@@ -36,6 +36,7 @@ from mamo.core.files import atomic_path, write_json, write_text
 from .accounting import Accounting
 from .captions import decode_caption, normalize_caption
 from .config import IngestConfig
+from .fetch import FILTERED_REASONS
 from .img2dataset_runner import img2dataset_params, run_img2dataset
 from .manifest import build_manifest, write_manifest
 from .safety import UrlRefused, check_url
@@ -44,8 +45,6 @@ from .tables import input_files, read_url_table
 from .version import prepare_version_dir, sample_meta
 
 WORK = "_work"
-# reasons from ingest.fetch that are not failures
-FETCH_REASON_STATUS = {"robots_disallowed": "filtered", "opt_out": "filtered"}
 
 
 class ChunkNotDownloaded(RuntimeError):
@@ -385,8 +384,8 @@ def finalize_chunk(cfg: IngestConfig, vdir: Path, chunk: int, shard_index: int,
         status, err = st.get("status"), st.get("error_message") or ""
         if status == "failed_to_download":
             reason = _download_reason(err)
-            acc.record(row_id, FETCH_REASON_STATUS.get(reason, "failed"), reason, err, url=url,
-                       caption=caption)
+            acc.record(row_id, "filtered" if reason in FILTERED_REASONS else "failed", reason,
+                       err, url=url, caption=caption)
             continue
         if status == "failed_to_resize":
             if err in RESIZE_FILTERS:

@@ -26,7 +26,7 @@ One fetch (``fetch``):
 - X-Robots-Tag opt-out directives end the row as ``opt_out``.
 
 A refused row's error message is ``"[reason] detail"``; ``ingest.download`` turns the tag into
-the row's reason (``REASON_STATUS`` says whether it is filtered or failed).
+the row's reason (``FILTERED_REASONS`` are filtered, the others failed).
 """
 from __future__ import annotations
 
@@ -51,11 +51,8 @@ from .safety import UrlRefused, address_allowed, check_syntax, resolve_host
 
 OPT_OUT_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex", "noml")
 REDIRECTS = (301, 302, 303, 307, 308)
-# reasons this module tags, and the row status each ends as
-REASON_STATUS = {"private_address": "failed", "too_many_redirects": "failed",
-                 "unsupported_scheme": "failed", "malformed_url": "failed",
-                 "unresolvable_host": "failed", "rate_limited": "failed", "timeout": "failed",
-                 "robots_disallowed": "filtered", "opt_out": "filtered"}
+# reasons this module tags that end a row as filtered (the others: failed)
+FILTERED_REASONS = frozenset({"robots_disallowed", "opt_out"})
 MAX_ROBOTS_BYTES = 500 * 1024  # RFC 9309 2.5: parse at least 500 KiB
 
 
@@ -506,4 +503,4 @@ class SafeDownloader:
 
 
 __all__ = ["FetchPolicy", "FetchRefused", "Fetcher", "SafeDownloader", "download_with_retry",
-           "opt_out", "REASON_STATUS", "OPT_OUT_DIRECTIVES", "default_user_agent"]
+           "opt_out", "FILTERED_REASONS", "OPT_OUT_DIRECTIVES", "default_user_agent"]
