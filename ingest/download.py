@@ -272,19 +272,20 @@ RESIZE_FILTERS = {"image too small": "image_too_small", "image area too large": 
                   "aspect ratio too large": "aspect_ratio_too_large"}
 
 
-def _check_image(data: bytes, quality: int) -> tuple[bytes, int, int]:
-    """Decode fully (catches truncation); re-encode as RGB JPEG unless it already is one."""
+def _check_image(data: bytes, quality: int) -> tuple[bytes, int, int, Any]:
+    """Decode fully (catches truncation); re-encode as RGB JPEG unless it already is one.
+    Also returns the decoded RGB image (for the near-duplicate hash)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as img:
         fmt = img.format
         img.load()
         if img.mode == "RGB" and fmt == "JPEG":
-            return data, img.width, img.height
+            return data, img.width, img.height, img.copy()
         rgb = img.convert("RGB")
     buf = io.BytesIO()
     rgb.save(buf, format="JPEG", quality=quality)
-    return buf.getvalue(), rgb.width, rgb.height
+    return buf.getvalue(), rgb.width, rgb.height, rgb
 
 
 def _read_journal(path: Path) -> list[dict[str, Any]]:
@@ -399,7 +400,7 @@ def finalize_chunk(cfg: IngestConfig, vdir: Path, chunk: int, shard_index: int,
                        url=url, caption=caption)
             continue
         try:
-            jpg, w, h = _check_image(data, cfg.download.encode_quality)
+            jpg, w, h, decoded = _check_image(data, cfg.download.encode_quality)
         except Exception as e:  # noqa: BLE001 - any decoder error means a bad image
             acc.record(row_id, "failed", "decode_error", f"{type(e).__name__}: {e}", url=url,
                        caption=caption)
@@ -411,7 +412,7 @@ def finalize_chunk(cfg: IngestConfig, vdir: Path, chunk: int, shard_index: int,
         key = f"r{row_id:09d}"
         near_meta: dict[str, str] = {}
         if near is not None:
-            ph, thumb = fingerprint(jpg)
+            ph, thumb = fingerprint(decoded)
             hit = near.exclude.find(ph, thumb) if near.exclude is not None else None
             if hit is not None:
                 acc.record(row_id, "filtered", "contaminated", f"image near-duplicate of "

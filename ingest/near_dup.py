@@ -54,16 +54,18 @@ def phash(image: Any) -> int:
     d = _dct_matrix()
     low = (d @ a @ d.T)[:HASH_SIZE, :HASH_SIZE].ravel()
     med = np.median(low[1:])
-    bits = low > med
-    return int(sum(1 << i for i, b in enumerate(bits) if b))
+    # bit i = coefficient i above the median (little-endian bit order)
+    return int.from_bytes(np.packbits(low > med, bitorder="little").tobytes(), "little")
 
 
-def fingerprint(data: bytes) -> tuple[int, bytes]:
-    """(DCT hash, 8x8 RGB thumbnail as 192 bytes) of encoded image bytes."""
+def fingerprint(data: Any) -> tuple[int, bytes]:
+    """(DCT hash, 8x8 RGB thumbnail as 192 bytes) of encoded image bytes or a PIL image."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as im:
-        rgb = im.convert("RGB")
+    if isinstance(data, (bytes, bytearray)):
+        with Image.open(io.BytesIO(data)) as im:
+            return fingerprint(im.convert("RGB"))
+    rgb = data.convert("RGB") if data.mode != "RGB" else data
     thumb = rgb.resize((8, 8), Image.Resampling.BOX).tobytes()
     return phash(rgb), thumb
 
