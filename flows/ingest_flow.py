@@ -60,6 +60,10 @@ def stats_markdown(manifest: dict[str, Any], version_dir: str) -> str:
     lines = [f"# Ingest `{manifest['dataset']}/{manifest['version']}`", "",
              f"Version directory: `{version_dir}`; source: `{manifest['source'].get('kind')}`; "
              f"{len(manifest['shards'])} shards.", "", "| outcome | rows |", "|---|---|"]
+    retry = manifest.get("retry_of")
+    if retry:
+        lines[2:2] = [f"Retry of the transiently failed rows of `{retry['version_dir']}` "
+                      f"({len(retry.get('rows', []))} rows).", ""]
     lines += [f"| {k} | {c[k]} |" for k in ("input", "written", "failed", "filtered", "duplicate")]
     reasons = manifest.get("reasons", {})
     rows = [(s, r, n) for s, d in reasons.items() for r, n in d.items()]

@@ -179,13 +179,16 @@ class HostGate:
                 self._wait_interval_local(origin)
                 yield
             return
+        with self._lock:
+            sem = self._sems.setdefault(origin, threading.BoundedSemaphore(self.p.max_per_host))
         hid = _host_id(origin)
-        fd = self._acquire_slot(hid)
-        try:
-            self._wait_interval_shared(hid)
-            yield
-        finally:
-            os.close(fd)  # releases the flock
+        with sem:  # this process's threads wait here; the lock files are for the others
+            fd = self._acquire_slot(hid)
+            try:
+                self._wait_interval_shared(hid)
+                yield
+            finally:
+                os.close(fd)  # releases the flock
 
     def _acquire_slot(self, hid: str) -> int:
         while True:
@@ -480,6 +483,8 @@ def download_with_retry(row: tuple[int, str], timeout: Any = None, retries: int 
             return key, None, str(e)
         except Exception as e:  # noqa: BLE001 - a network fault of any kind is this row's error
             err = str(e) or type(e).__name__
+            if err.startswith("HTTP Error 4"):
+                break  # a client error does not go away by asking again
     return key, None, err
 
 

@@ -211,12 +211,16 @@ def test_through_img2dataset_workers(tmp_path, second_server):
                 "/to_good": ("written", ""), "/loop": ("failed", "too_many_redirects"),
                 "/private/p.jpg": ("filtered", "robots_disallowed"),
                 "/noai.jpg": ("filtered", "opt_out"), "/limited.jpg": ("written", "")}
-    with serve_routes(routes) as base:
+    log = []
+    with serve_routes(routes, log=log) as base:
         paths = list(expected)
         table = tmp_path / "urls.parquet"
         pq.write_table(pa.table({"url": [base + p for p in paths],
                                  "caption": [f"row {p}" for p in paths]}), table)
-        m = ingest_urls(_cfg(tmp_path, table))
+        m = ingest_urls(_cfg(tmp_path, table, **{"download.min_host_interval": "0.1"}))
+    times = sorted(t for t, *_ in log)
+    assert min(b - a for a, b in zip(times, times[1:])) >= 0.09  # per-host interval, in workers
+    assert sum(1 for _, p, _ in log if p == "/robots.txt") == 1
     fails = {r["row"]: (r["status"], r["reason"], r["detail"])
              for r in read_failures(tmp_path / "out" / "web" / "v1" / "failures.parquet")}
     for i, p in enumerate(paths):
