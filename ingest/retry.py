@@ -2,7 +2,7 @@
 ``python -m ingest run ... --retry-failed OLD_DIR``).
 
 The old version is never rewritten. The new version's input is the old version's rows whose
-failure was transient (``TRANSIENT``), read again from the same source table (its sha256 must
+failure was transient (``is_transient``: ``TRANSIENT`` reasons, a 5xx, a robots.txt 5xx), read again from the same source table (its sha256 must
 match the old manifest's), numbered 0..k-1 in old-row order; each sample's KEY.json carries
 ``source_row`` (the row in the original table) and the manifest ``retry_of`` (the old version,
 its manifest sha256 and the old row of every new row). So the chain's accounting stays exact:
@@ -23,6 +23,10 @@ TRANSIENT = {"timeout", "connection_error", "rate_limited", "missing_from_downlo
 
 
 def is_transient(row: dict[str, Any]) -> bool:
+    """A row worth another try: a transient failure, or a robots.txt that answered a server
+    error (RFC 9309: disallow all for that run only)."""
+    if row["status"] == "filtered" and row["reason"] == "robots_disallowed":
+        return "answered a server error" in str(row.get("detail") or "")
     if row["status"] != "failed":
         return False
     if row["reason"] == "http_error":

@@ -62,3 +62,22 @@ def test_retry_failed_picks_up_a_503_row(tmp_path):
         m2["retry_of"]["table_rows"])
     assert m1["counts"]["written"] + m2["counts"]["written"] + len(still_failed) == 3
     assert verify_version(v1).ok and verify_version(v2).ok
+
+
+def test_which_rows_are_transient():
+    from ingest.retry import is_transient
+
+    def row(status, reason, detail=""):
+        return {"status": status, "reason": reason, "detail": detail}
+
+    assert is_transient(row("failed", "timeout"))
+    assert is_transient(row("failed", "rate_limited"))
+    assert is_transient(row("failed", "connection_error"))
+    assert is_transient(row("failed", "http_error", "HTTP Error 502: Bad Gateway"))
+    assert not is_transient(row("failed", "http_error", "HTTP Error 404: Not Found"))
+    assert not is_transient(row("filtered", "opt_out"))
+    assert not is_transient(row("failed", "private_address"))
+    assert not is_transient(row("duplicate", "near_duplicate"))
+    assert not is_transient(row("filtered", "robots_disallowed", "robots.txt of x disallows /p"))
+    assert is_transient(row("filtered", "robots_disallowed",
+                            "robots.txt of x answered a server error: disallow all"))
