@@ -10,7 +10,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -53,11 +53,13 @@ Reply = tuple[int, dict[str, str], "bytes | Iterable[bytes]"]
 
 @contextlib.contextmanager
 def serve_routes(routes: dict[str, Callable[[int], Reply]], host: str = "127.0.0.1",
-                 log: list[tuple[float, str, str]] | None = None) -> Iterator[str]:
+                 log: list[tuple[float, str, str]] | None = None,
+                 tls: Any = None) -> Iterator[str]:
     """A loopback server answering GET ``path`` with ``routes[path](n)`` (n: how many times
     that path was asked before), 404 for others. Every request is appended to ``log`` as
-    ``(time.monotonic(), path, Host header)``. Yields the base URL. (Tests of redirects,
-    robots.txt, rate limits and slow bodies.)"""
+    ``(time.monotonic(), path, Host header)``. With ``tls`` (an ``ssl.SSLContext``) it
+    serves https. Yields the base URL. (Tests of redirects, robots.txt, rate limits and slow
+    bodies.)"""
     counts: dict[str, int] = {}
     lock = threading.Lock()
 
@@ -93,10 +95,12 @@ def serve_routes(routes: dict[str, Callable[[int], Reply]], host: str = "127.0.0
 
     server = ThreadingHTTPServer((host, 0), Handler)
     server.daemon_threads = True
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, name="ingest-routes", daemon=True)
     thread.start()
     try:
-        yield f"http://{host}:{server.server_address[1]}"
+        yield f"{'https' if tls is not None else 'http'}://{host}:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

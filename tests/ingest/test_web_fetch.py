@@ -230,3 +230,28 @@ def test_through_img2dataset_workers(tmp_path, second_server):
     assert other_log == []
     assert m["counts"]["written"] == 3 and m["counts"]["filtered"] == 2
     assert m["reasons"]["filtered"] == {"opt_out": 1, "robots_disallowed": 1}
+
+
+def test_https_pinned_address_keeps_the_certificate_check(tmp_path, monkeypatch):
+    """https through the pinned connection: TLS name check against the host name while the
+    socket goes to the checked address; a wrong name fails."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not available")
+    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=tls.test",
+                    "-addext", "subjectAltName=DNS:tls.test"], check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client trusts our self-signed cert
+    monkeypatch.setattr(safety, "RESOLVER", lambda host: ("127.0.0.1",))
+    with serve_routes({"/img.jpg": _ok(_jpeg(12))}, tls=ctx) as base:
+        port = base.rsplit(":", 1)[1]
+        r = Fetcher(_policy(robots=False)).fetch(f"https://tls.test:{port}/img.jpg")
+        assert r.body == _jpeg(12)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            Fetcher(_policy(robots=False)).fetch(f"https://other.test:{port}/img.jpg")
