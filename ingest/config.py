@@ -72,6 +72,7 @@ class DownloadConfig:
     min_host_interval: Annotated[float, Field(ge=0)] = 0.0  # seconds between requests to a host
     rate_limit_retries: Annotated[int, Field(ge=0, le=10)] = 2  # 429/503 retries, then rate_limited
     max_retry_after: Annotated[float, Field(ge=0)] = 30.0  # longer Retry-After: give up at once
+    max_bytes: Annotated[int, Field(ge=1024)] = 50 * 1024 * 1024  # body cap -> response_too_large
 
     def __post_init__(self) -> None:
         from .safety import parse_networks

@@ -23,7 +23,8 @@ One fetch (``fetch``):
   ``state_dir``); 429/503 wait for ``Retry-After`` (bounded) a few times, then ``rate_limited``;
 - ``timeout`` bounds the whole request (connect, headers, body), not each read: a watchdog
   shuts the socket at the deadline, so a server trickling bytes cannot hold a thread;
-- X-Robots-Tag opt-out directives end the row as ``opt_out``.
+- X-Robots-Tag opt-out directives end the row as ``opt_out``;
+- a body over ``max_bytes`` ends it as ``response_too_large`` (read stops there).
 
 A refused row's error message is ``"[reason] detail"``; ``ingest.download`` turns the tag into
 the row's reason (``FILTERED_REASONS`` are filtered, the others failed).
@@ -74,6 +75,7 @@ class FetchPolicy:
     min_interval: float = 0.0  # seconds between request starts to one host
     rate_limit_retries: int = 2
     max_retry_after: float = 30.0  # longer Retry-After values are not waited for
+    max_bytes: int = 50 * 1024 * 1024  # a longer body ends the row as response_too_large
     state_dir: str = ""  # robots cache and host locks (shared by worker processes)
 
 
@@ -389,6 +391,9 @@ class Fetcher:
                 if not chunk:
                     break
                 buf.write(chunk)
+                if buf.tell() > self.p.max_bytes:
+                    raise FetchRefused("response_too_large", f"body over {self.p.max_bytes} "
+                                       f"bytes from {url[:300]}")
             if deadline.fired:
                 raise TimeoutError("deadline")
             return resp.status, resp.headers, buf.getvalue()

@@ -183,6 +183,15 @@ def test_whole_request_timeout_bounds_a_trickling_server():
     assert elapsed < 10  # bounded by the 2 s whole-request timeout, not 30 s of 1-byte reads
 
 
+def test_response_size_cap():
+    with serve_routes({"/big.jpg": _ok(b"x" * 5000), "/small.jpg": _ok(b"y" * 900)}) as base:
+        p = _policy(robots=False, max_bytes=1024)
+        _, img, err = download_with_retry((0, f"{base}/big.jpg"), retries=1, policy=p)
+        assert img is None and err.startswith("[response_too_large]")
+        _, img, err = download_with_retry((1, f"{base}/small.jpg"), policy=p)
+        assert err is None and img.getvalue() == b"y" * 900
+
+
 def _cfg(tmp_path, table, **over):
     o = [f"out={tmp_path / 'out'}", "dataset=web", "version=v1", "source.kind=urls",
          f"source.path={table}", "download.allow_networks=[127.0.0.1/32]",
