@@ -35,8 +35,20 @@ def _ingest(tmp_path, version, *extra):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow  # two CLI runs of img2dataset (~15 s each on 2 cores)
-def test_retry_failed_picks_up_a_503_row(tmp_path):
+def _flow_overrides(tmp_path, version):
+    return [f"out={tmp_path / 'out'}", "dataset=web", f"version={version}",
+            "download.allow_networks=[127.0.0.1/32]", "download.image_size=32",
+            "download.processes=1", "download.threads=2", "download.retries=0",
+            "download.rate_limit_retries=0", "download.robots_txt=false",
+            "filters.min_image_size=8"]
+
+
+@pytest.mark.slow  # three img2dataset runs (~15 s each on 2 cores), one through Prefect
+def test_retry_failed_picks_up_a_503_row(tmp_path, prefect_harness):
+    from prefect.artifacts import Artifact
+
+    from flows.ingest_flow import ingest_flow
+
     routes = {"/ok.jpg": lambda n: (200, {}, _jpeg((200, 0, 0))),
               "/flaky.jpg": lambda n: (503, {}, b"busy") if n == 0 else (200, {}, _jpeg((0, 200, 0))),
               "/gone.jpg": lambda n: (404, {}, b"")}
@@ -48,18 +60,26 @@ def test_retry_failed_picks_up_a_503_row(tmp_path):
         v1 = tmp_path / "out" / "web" / "v1"
         assert s1["counts"]["written"] == 1 and s1["reasons"]["failed"] == {
             "http_error": 1, "rate_limited": 1}
-        # the flow's parameter and the CLI flag build the same overrides
-        s2 = _ingest(tmp_path, "v2", "--retry-failed", str(v1))
+        # the flow's parameter ...
+        s2 = ingest_flow(overrides=_flow_overrides(tmp_path, "v2"), retry_failed=str(v1))
+        # ... and the CLI flag (the server now answers the flaky row at once)
+        s3 = _ingest(tmp_path, "v3", "--retry-failed", str(v1))
+    art = Artifact.get("ingest-stats")
+    assert art is not None and "Retry of the transiently failed rows" in art.data
+    assert s2["counts"] == {"input": 1, "written": 1, "failed": 0, "filtered": 0,
+                            "duplicate": 0}
+    # v3 fetched the same row again: its image is now a near-duplicate of v2's
+    assert s3["counts"]["input"] == 1 and s3["reasons"]["duplicate"] == {"near_duplicate": 1}
     v2 = tmp_path / "out" / "web" / "v2"
-    assert s2["counts"] == {"input": 1, "written": 1, "failed": 0, "filtered": 0, "duplicate": 0}
     m1, m2 = load_manifest(v1), load_manifest(v2)
     assert m2["retry_of"]["rows"] == [1] and m2["retry_of"]["table_rows"] == [1]
     assert m2["retry_of"]["manifest_sha256"] == manifest_sha256(v1)
     samples = [s for sh in m2["shards"] for s in read_shard(v2 / sh["tar"])]
     assert [s["txt"] for s in samples] == ["green"] and samples[0]["json"]["source_row"] == 1
-    # chain: v1's written + v2's input... every table row is accounted for exactly once
+    # chain: every table row is accounted for exactly once (v1 written, v2 written, still failed)
     still_failed = {r["row"] for r in read_failures(v1 / "failures.parquet")} - set(
         m2["retry_of"]["table_rows"])
+    assert still_failed == {2}
     assert m1["counts"]["written"] + m2["counts"]["written"] + len(still_failed) == 3
     assert verify_version(v1).ok and verify_version(v2).ok
 
