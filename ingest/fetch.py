@@ -21,8 +21,9 @@ One fetch (``fetch``):
 - per-host politeness (``HostGate``): at most ``max_per_host`` requests in flight and
   ``min_interval`` seconds between request starts, across worker processes (lock files in
   ``state_dir``); 429/503 wait for ``Retry-After`` (bounded) a few times, then ``rate_limited``;
-- ``timeout`` bounds the whole request (connect, headers, body), not each read: a watchdog
-  shuts the socket at the deadline, so a server trickling bytes cannot hold a thread;
+- ``timeout`` bounds the whole fetch (every hop's connect, headers and body; Retry-After waits
+  are added to it), not each read: a watchdog shuts the socket at the deadline, so a server
+  trickling bytes cannot hold a thread;
 - X-Robots-Tag opt-out directives end the row as ``opt_out``;
 - a body over ``max_bytes`` ends it as ``response_too_large`` (read stops there).
 
@@ -412,6 +413,8 @@ class Fetcher:
         redirects: list[str] = []
         seen = {url}
         hop = 0
+        # one time budget for every hop; Retry-After waits extend it (they are not slowness)
+        budget = [time.monotonic() + self.p.timeout]
         while True:
             scheme, host, port, addr = self._check_hop(url, hop)
             if robots and self.robots is not None:
@@ -419,7 +422,8 @@ class Fetcher:
                 if not ok:
                     raise FetchRefused("robots_disallowed", why)
             origin = f"{scheme}://{host}:{port or (443 if scheme == 'https' else 80)}"
-            status, headers, body = self._polite_request(url, origin, scheme, host, port, addr)
+            status, headers, body = self._polite_request(url, origin, scheme, host, port, addr,
+                                                         budget)
             if status in REDIRECTS and headers.get("Location"):
                 nxt = urljoin(url, headers["Location"].strip())
                 hop += 1
@@ -434,13 +438,15 @@ class Fetcher:
                 url = nxt
                 continue
             if not accept_status and not 200 <= status < 300:
-                raise http.client.HTTPException(f"HTTP Error {status}: {http.client.responses.get(status, '')}")
+                why = http.client.responses.get(status, "")
+                raise http.client.HTTPException(f"HTTP Error {status}: {why}")
             return Response(url, status, headers, body, redirects)
 
     def _polite_request(self, url: str, origin: str, scheme: str, host: str, port: int | None,
-                        addr: str) -> tuple[int, http.client.HTTPMessage, bytes]:
+                        addr: str, budget: list[float]
+                        ) -> tuple[int, http.client.HTTPMessage, bytes]:
         for attempt in range(self.p.rate_limit_retries + 1):
-            deadline = _Deadline(self.p.timeout)
+            deadline = _Deadline(budget[0] - time.monotonic())
             with self.gate.slot(origin):
                 status, headers, body = self._request(url, scheme, host, port, addr, deadline)
             if status not in (429, 503):
@@ -452,6 +458,7 @@ class Fetcher:
                 raise FetchRefused("rate_limited", f"HTTP {status} from {host} after "
                                    f"{attempt + 1} tries (Retry-After {headers.get('Retry-After')})")
             time.sleep(wait)
+            budget[0] += wait
         raise AssertionError("unreachable")
 
 

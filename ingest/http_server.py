@@ -48,7 +48,7 @@ def serve_directory(path: str | Path, host: str = "127.0.0.1", port: int = 0,
 
 # a scripted response: (status, headers, body); a body may be an iterable of chunks (sent with
 # a flush after each, for slow servers)
-Reply = tuple[int, dict[str, str], "bytes | Iterable[bytes]"]
+Reply = tuple[int, dict[str, str], bytes | Iterable[bytes]]
 
 
 @contextlib.contextmanager
