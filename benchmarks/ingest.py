@@ -6,7 +6,11 @@
 Both download the same synthetic PNGs from one loopback HTTP server. The baseline is
 ``img2dataset.download`` alone (webdataset output); ours is plan (URL checks, caption
 normalisation, dedup by URL) + the same img2dataset call + post-processing (decode check,
-dedup by bytes, our shards, DALI indexes, manifest). Reports images/s of both and the ratio.
+dedup by bytes, our shards, DALI indexes, manifest). Ours runs twice: with the web checks
+of issue 16 on (the defaults: ``ingest.fetch`` in the workers with per-hop address checks,
+robots.txt, opt-outs, per-host gate, whole-request timeout; near-duplicate hashes) and off
+(``download.safe_fetch=false``, ``filters.near_duplicate_distance=-1``: img2dataset's own
+fetch). Reports images/s of each and the ratios to bare img2dataset.
 """
 from __future__ import annotations
 
@@ -64,31 +68,40 @@ def main(argv: list[str] | None = None) -> int:
             return time.perf_counter() - t0
 
         t_bare_runs = [bare()]
-        # ours
-        cfg = load_config(IngestConfig, None, [
-            f"out={work / 'out'}", "dataset=bench", "version=v1", "overwrite=true",
-            "source.kind=urls", f"source.path={table}", "download.allow_private=true",
-            f"download.image_size={a.image_size}", f"download.processes={a.processes}",
-            f"download.threads={a.threads}", "download.retries=0",
-            f"samples_per_shard={a.samples_per_shard}", "filters.min_image_size=1"])
-        t0 = time.perf_counter()
-        vdir, plan = plan_download(cfg)
-        t1 = time.perf_counter()
-        download_chunks(cfg, vdir, plan)
-        t2 = time.perf_counter()
-        m = finalize(cfg, vdir, plan)
-        t3 = time.perf_counter()
+        def ours(dataset: str, extra: list[str]) -> tuple[dict, list[float]]:
+            cfg = load_config(IngestConfig, None, [
+                f"out={work / 'out'}", f"dataset={dataset}", "version=v1", "overwrite=true",
+                "source.kind=urls", f"source.path={table}", "download.allow_private=true",
+                f"download.image_size={a.image_size}", f"download.processes={a.processes}",
+                f"download.threads={a.threads}", "download.retries=0",
+                f"samples_per_shard={a.samples_per_shard}", "filters.min_image_size=1", *extra])
+            t0 = time.perf_counter()
+            vdir, plan = plan_download(cfg)
+            t1 = time.perf_counter()
+            download_chunks(cfg, vdir, plan)
+            t2 = time.perf_counter()
+            m = finalize(cfg, vdir, plan)
+            t3 = time.perf_counter()
+            return m, [t0, t1, t2, t3]
+
+        m_on, t_on = ours("bench-on", [])
+        m_off, t_off = ours("bench-off", ["download.safe_fetch=false", "download.robots_txt=false",
+                                          "filters.near_duplicate_distance=-1"])
         if not a.smoke:  # img2dataset takes ~10 s to start: the smoke run times it once
             t_bare_runs.append(bare())
     t_bare = sum(t_bare_runs) / len(t_bare_runs)
-    t_ours = t3 - t0
-    assert m["counts"]["written"] == a.n, m["counts"]
+    assert m_off["counts"]["written"] == a.n, m_off["counts"]
+    # (with the checks on, near-identical synthetic scenes are dropped as near_duplicate)
+    assert m_on["counts"]["written"] + m_on["counts"]["duplicate"] == a.n, m_on["counts"]
     rep = Report(f"ingest: ours vs bare img2dataset, {a.n} images", {
         "image_size": a.image_size, "processes": a.processes, "threads": a.threads}, a.out)
-    rep.row("download throughput", f"{a.n} images", "ours (plan + img2dataset + post-process)", a.n / t_ours,
-            "bare img2dataset (mean of runs before and after ours)", a.n / t_bare, "img/s",
-            plan_s=round(t1 - t0, 1), img2dataset_s=round(t2 - t1, 1), post_process_s=round(t3 - t2, 1),
-            bare_runs_s=[round(t, 1) for t in t_bare_runs])
+    for label, m, t in (("web checks on", m_on, t_on), ("web checks off", m_off, t_off)):
+        rep.row(f"download throughput, {label}", f"{a.n} images",
+                "ours (plan + img2dataset + post-process)", a.n / (t[3] - t[0]),
+                "bare img2dataset (mean of runs before and after ours)", a.n / t_bare, "img/s",
+                plan_s=round(t[1] - t[0], 1), img2dataset_s=round(t[2] - t[1], 1),
+                post_process_s=round(t[3] - t[2], 1), bare_runs_s=[round(x, 1) for x in t_bare_runs],
+                near_duplicates=m["reasons"].get("duplicate", {}).get("near_duplicate", 0))
     if not a.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return rep.finish()

@@ -4,9 +4,10 @@ machine, in one command.
 Stages (each skipped when its output exists, is valid and was made with the same settings):
 
   1. source    synthetic images + captions written as files (the "web" to download from)
-  2. ingest    a loopback HTTP server serves them; the Prefect ingest flow downloads them with
-               img2dataset into a WebDataset version (manifest, DALI indexes, failures)
-  3. evaldata  a held-out synthetic version (another seed), written locally
+  2. evaldata  a held-out synthetic version (another seed), written locally
+  3. ingest    a loopback HTTP server serves them; the Prefect ingest flow downloads them with
+               img2dataset into a WebDataset version (manifest, DALI indexes, failures),
+               excluding images near-duplicate of the held-out ones (filters.exclude_versions)
   4. concepts  the Prefect concepts flow: spaCy concept vocabulary + annotations
   5. train     ``python -m mamo.train`` with the tiny preset on the CPU
   6. evaluate  retrieval (ITC, ITM re-ranking) + fine-grained benchmark + HTML report
@@ -36,7 +37,7 @@ from mamo.core.cli import parse_args, run
 from mamo.core.config import check, load_config, section, to_dict
 from mamo.run_dir import RunDir
 
-STAGES: tuple[str, ...] = ("source", "ingest", "evaldata", "concepts", "train", "evaluate")
+STAGES: tuple[str, ...] = ("source", "evaldata", "ingest", "concepts", "train", "evaluate")
 log = logging.getLogger(__name__)
 
 
@@ -131,7 +132,19 @@ def prepare_data(cfg: DemoConfig, st: Stages | None = None) -> tuple[Path, Path]
 
     st.run("source", {"n": d.n, "seed": d.seed, "size": d.image_size}, source_ok, do_source)
 
-    # 2. download through the real path: HTTP server -> Prefect flow -> img2dataset
+    # 2. held-out evaluation data (same generator, another seed; written locally)
+    def do_evaldata() -> None:
+        from ingest.synthetic import SyntheticConfig
+        from ingest.synthetic_version import write_synthetic_version
+
+        write_synthetic_version(data_root, "synthetic", "eval",
+                                SyntheticConfig(n=d.eval_n, seed=d.eval_seed, image_size=d.image_size),
+                                d.samples_per_shard, overwrite=True)
+
+    st.run("evaldata", {"n": d.eval_n, "seed": d.eval_seed, "size": d.image_size},
+           lambda: _manifest_ok(eval_version), do_evaldata)
+
+    # 3. download through the real path: HTTP server -> Prefect flow -> img2dataset
     def do_ingest() -> None:
         from ingest.http_server import serve_directory
         from ingest.synthetic_version import url_table_for
@@ -147,23 +160,13 @@ def prepare_data(cfg: DemoConfig, st: Stages | None = None) -> tuple[Path, Path]
                      "source.kind=urls", f"source.path={table}",
                      "source.extra_cols=[synthetic]", "source.json_cols=[synthetic]",
                      f"download.image_size={d.image_size}", "download.allow_private=true",
-                     f"download.processes={d.download_processes}", f"download.threads={d.download_threads}"],
+                     f"download.processes={d.download_processes}", f"download.threads={d.download_threads}",
+                     f"filters.exclude_versions=[{eval_version}]"],
                     env=stage_env(root))
 
-    st.run("ingest", {"n": d.n, "seed": d.seed, "size": d.image_size, "shard": d.samples_per_shard},
+    st.run("ingest", {"n": d.n, "seed": d.seed, "size": d.image_size, "shard": d.samples_per_shard,
+                      "exclude": str(eval_version)},
            lambda: _manifest_ok(train_version), do_ingest)
-
-    # 3. held-out evaluation data (same generator, another seed; written locally)
-    def do_evaldata() -> None:
-        from ingest.synthetic import SyntheticConfig
-        from ingest.synthetic_version import write_synthetic_version
-
-        write_synthetic_version(data_root, "synthetic", "eval",
-                                SyntheticConfig(n=d.eval_n, seed=d.eval_seed, image_size=d.image_size),
-                                d.samples_per_shard, overwrite=True)
-
-    st.run("evaldata", {"n": d.eval_n, "seed": d.eval_seed, "size": d.image_size},
-           lambda: _manifest_ok(eval_version), do_evaldata)
 
     # 4. concepts (the flow writes concepts/<vocab_id>/ and concepts/LATEST)
     def do_concepts() -> None:

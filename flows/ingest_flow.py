@@ -60,6 +60,10 @@ def stats_markdown(manifest: dict[str, Any], version_dir: str) -> str:
     lines = [f"# Ingest `{manifest['dataset']}/{manifest['version']}`", "",
              f"Version directory: `{version_dir}`; source: `{manifest['source'].get('kind')}`; "
              f"{len(manifest['shards'])} shards.", "", "| outcome | rows |", "|---|---|"]
+    retry = manifest.get("retry_of")
+    if retry:
+        lines[2:2] = [f"Retry of the transiently failed rows of `{retry['version_dir']}` "
+                      f"({len(retry.get('rows', []))} rows).", ""]
     lines += [f"| {k} | {c[k]} |" for k in ("input", "written", "failed", "filtered", "duplicate")]
     reasons = manifest.get("reasons", {})
     rows = [(s, r, n) for s, d in reasons.items() for r, n in d.items()]
@@ -70,9 +74,14 @@ def stats_markdown(manifest: dict[str, Any], version_dir: str) -> str:
 
 
 @flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=2))
-def ingest_flow(config_path: str | None = None,
-                overrides: list[str] | None = None) -> dict[str, Any]:
-    """Ingest the source of the config into a new dataset version; returns a summary."""
+def ingest_flow(config_path: str | None = None, overrides: list[str] | None = None,
+                retry_failed: str | None = None) -> dict[str, Any]:
+    """Ingest the source of the config into a new dataset version; returns a summary.
+    ``retry_failed``: an earlier URL version whose transiently failed rows are the input."""
+    if retry_failed:
+        from ingest.retry import retry_overrides
+
+        overrides = retry_overrides(retry_failed) + list(overrides or [])
     cfg = load_ingest_config(config_path, overrides)
     from ingest.version import version_dir
 

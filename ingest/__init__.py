@@ -6,5 +6,7 @@ Modules: ``synthetic`` (the embedded default data and its ground truth), ``synth
 ``local_sources`` (COCO, Karpathy, folder), ``pipeline.run_ingest`` (any source from an
 ``IngestConfig``), ``manifest`` (``load_manifest``: the one manifest reader), ``shards`` (the
 shard format: the one reader and writer of WebDataset tars, the DALI index), ``accounting``,
-``verify``, ``safety``, ``http_server``.
+``verify``, ``safety``, ``http_server``; ``fetch`` (the safe, polite fetch inside
+img2dataset's workers), ``near_dup`` (perceptual hash, near-duplicates, decontamination),
+``retry`` (retry of a version's transiently failed rows).
 """

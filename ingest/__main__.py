@@ -60,7 +60,12 @@ def _cmd_download(a: argparse.Namespace) -> int:
     from .config import IngestConfig
     from .pipeline import run_ingest
 
-    cfg = load_config(IngestConfig, a.config, a.overrides)
+    overrides = list(a.overrides)
+    if getattr(a, "retry_failed", None):
+        from .retry import retry_overrides
+
+        overrides = retry_overrides(a.retry_failed) + overrides
+    cfg = load_config(IngestConfig, a.config, overrides)
     kinds = getattr(a, "kinds", None)
     if kinds and cfg.source.kind not in kinds:
         raise ConfigError("source.kind", f"`ingest {a.cmd}` takes {' / '.join(kinds)}, got "
@@ -79,6 +84,26 @@ def _cmd_verify(a: argparse.Namespace) -> int:
         print(f"PROBLEM: {line}", file=sys.stderr)
     print(json.dumps(report.summary()))
     return 0 if report.ok else 1
+
+
+def _cmd_decontaminate(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mamo.core.cli import UserError
+
+    from .near_dup import overlaps
+
+    for v in (a.version_dir, a.against):
+        if not (Path(v) / "manifest.json").is_file():
+            raise UserError(f"{v}: not a dataset version (no manifest.json)")
+    found = overlaps(a.version_dir, a.against, a.distance, a.captions)
+    for o in found[:a.show]:
+        print(json.dumps(o), file=sys.stderr)
+    print(json.dumps({"version_dir": a.version_dir, "against": a.against,
+                      "distance": a.distance, "overlaps": len(found),
+                      "by_image": sum(o["by"] == "image" for o in found),
+                      "by_caption": sum(o["by"] == "caption" for o in found)}))
+    return 0
 
 
 def _cmd_serve_dir(a: argparse.Namespace) -> int:
@@ -129,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "described by a YAML config and dotted overrides")
     s.add_argument("--config", default=None)
     s.add_argument("overrides", nargs="*", help="dotted.key=value")
+    s.add_argument("--retry-failed", metavar="VERSION_DIR", default=None,
+                   help="ingest only the transiently failed rows (timeout, 5xx, refused, "
+                   "rate_limited) of this earlier version, into the configured new version")
     s.set_defaults(fn=_cmd_download)
 
     for name, kinds, what in (("download", ("urls",), "a URL table through img2dataset"),
@@ -137,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=f"ingest {what}; like `run`, checking source.kind")
         s.add_argument("--config", default=None)
         s.add_argument("overrides", nargs="*", help="dotted.key=value")
+        if name == "download":
+            s.add_argument("--retry-failed", metavar="VERSION_DIR", default=None,
+                           help="as for `run`")
         s.set_defaults(fn=_cmd_download, kinds=kinds)
 
     s = sub.add_parser("verify", help="check a dataset version (checksums, counts, tars); "
@@ -144,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("version_dir")
     s.add_argument("--quick", action="store_true", help="skip decoding every image")
     s.set_defaults(fn=_cmd_verify)
+
+    s = sub.add_parser("decontaminate", help="report the samples of a version whose image is a "
+                       "near-duplicate of one in another version (e.g. an eval set)")
+    s.add_argument("version_dir")
+    s.add_argument("--against", required=True, metavar="EVAL_VERSION_DIR")
+    s.add_argument("--distance", type=int, default=6, help="max Hamming distance of the hashes")
+    s.add_argument("--captions", action="store_true", help="identical captions count too")
+    s.add_argument("--show", type=int, default=20, help="overlaps listed on stderr")
+    s.set_defaults(fn=_cmd_decontaminate)
 
     s = sub.add_parser("serve-dir", help="serve a directory over HTTP on 127.0.0.1 (demo)")
     s.add_argument("path")

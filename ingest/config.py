@@ -54,8 +54,33 @@ class DownloadConfig:
     # multiprocessing (default, built in); pyspark and ray need their packages installed
     distributor: Literal["multiprocessing", "pyspark", "ray"] = "multiprocessing"
     allow_private: bool = False  # loopback/private/link-local hosts; only for tests and demos
+    # CIDRs allowed although private (e.g. ["127.0.0.1/32"]); allow_private=true allows all
+    allow_networks: list[str] = field(default_factory=list)
     resolve_hosts: bool = True  # resolve host names to refuse private addresses up front
-    user_agent_token: str = ""
+    # ingest.fetch inside img2dataset's workers: per-hop address checks, robots.txt, opt-outs,
+    # per-host limits, whole-request timeout (false: img2dataset's own urllib fetch, none of these)
+    safe_fetch: bool = True
+    max_redirects: Annotated[int, Field(ge=0, le=30)] = 5
+    # robots.txt group and X-Robots-Tag scope we match; also the User-Agent's product name
+    user_agent_token: Annotated[str, Field(pattern=r"^[A-Za-z_-]+$")] = "mamo-ingest"
+    contact_url: str = "https://github.com/mamo-project/mamo"  # in the User-Agent
+    robots_txt: bool = True
+    # X-Robots-Tag directives that opt an image out (-> filtered / opt_out)
+    opt_out_directives: list[str] = field(
+        default_factory=lambda: ["noai", "noimageai", "noindex", "noimageindex", "noml"])
+    max_per_host: Annotated[int, Field(ge=1)] = 16  # requests in flight per host
+    min_host_interval: Annotated[float, Field(ge=0)] = 0.0  # seconds between requests to a host
+    rate_limit_retries: Annotated[int, Field(ge=0, le=10)] = 2  # 429/503 retries, then rate_limited
+    max_retry_after: Annotated[float, Field(ge=0)] = 30.0  # longer Retry-After: give up at once
+    max_bytes: Annotated[int, Field(ge=1024)] = 50 * 1024 * 1024  # body cap -> response_too_large
+
+    def __post_init__(self) -> None:
+        from .safety import parse_networks
+
+        try:
+            parse_networks(self.allow_networks)
+        except ValueError as e:
+            check(False, "allow_networks", str(e))
 
 
 @section
@@ -68,6 +93,13 @@ class FilterConfig:
     max_aspect_ratio: Annotated[float, Field(ge=1)] = 10.0
     dedup_urls: bool = True
     dedup_images: bool = True  # by sha256 of the original image bytes
+    # perceptual (DCT) hash: a Hamming distance <= this to an earlier image -> near_duplicate
+    # (within the version and against the dataset's earlier versions); -1 = off
+    near_duplicate_distance: Annotated[int, Field(ge=-1, le=32)] = 6
+    # dataset version dirs (e.g. held-out eval sets): samples near-duplicate of their images
+    # (or, with exclude_identical_captions, with an identical caption) -> filtered / contaminated
+    exclude_versions: list[str] = field(default_factory=list)
+    exclude_identical_captions: bool = False
 
     def __post_init__(self) -> None:
         check(self.max_caption_chars >= self.min_caption_chars, "max_caption_chars",
@@ -82,6 +114,8 @@ class IngestConfig:
     # also the download chunk size (one task per chunk)
     samples_per_shard: Annotated[int, Field(ge=1)] = 1000
     overwrite: bool = False  # replace a complete version (otherwise refused)
+    # an earlier URL version dir: ingest only its transiently failed rows (ingest/retry.py)
+    retry_failed: str = ""
     progress: bool = True
     source: SourceConfig = field(default_factory=SourceConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)

@@ -10,7 +10,9 @@ Three steps, each resumable, all state under ``<version_dir>/_work/`` (removed a
    one Prefect task each): img2dataset with ``incremental_mode="incremental"``, so finished
    shards are never downloaded again.
 3. ``finalize``: in chunk order, check every downloaded image decodes (RGB, re-encoded if
-   not), drop duplicates by the sha256 of the original bytes (first row wins), write our shard
+   not), drop duplicates by the sha256 of the original bytes (first row wins), drop images
+   near-duplicate of one in ``filters.exclude_versions`` (``contaminated``) or of an earlier
+   one in this version or the dataset's other versions (``near_duplicate``), write our shard
    + DALI index, and append the chunk's outcomes to ``_work/journal.jsonl``; on resume,
    journaled chunks are skipped. Then ``failures.parquet`` and the manifest (written last).
 """
@@ -20,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +36,7 @@ from mamo.core.files import atomic_path, write_json, write_text
 from .accounting import Accounting
 from .captions import decode_caption, normalize_caption
 from .config import IngestConfig
+from .fetch import FILTERED_REASONS
 from .img2dataset_runner import img2dataset_params, run_img2dataset
 from .manifest import build_manifest, write_manifest
 from .safety import UrlRefused, check_url
@@ -53,6 +57,7 @@ class Plan:
     n_chunks: int
     table_sha256: str
     fingerprint: str  # hash of everything that determines the plan
+    retry_of: dict[str, Any] | None = None  # ingest/retry.py: the version whose rows these are
 
 
 def _table_sha256(path: str | Path, input_format: str) -> str:
@@ -68,7 +73,8 @@ def _plan_fingerprint(cfg: IngestConfig, table_sha: str) -> str:
     key = {"table": table_sha, "url_col": s.url_col, "caption_col": s.caption_col,
            "extra": s.extra_cols, "json": s.json_cols, "chunk": cfg.samples_per_shard,
            "caps": [f.min_caption_chars, f.max_caption_chars], "dedup_urls": f.dedup_urls,
-           "allow_private": cfg.download.allow_private}
+           "allow_private": cfg.download.allow_private,
+           "allow_networks": cfg.download.allow_networks, "retry_failed": cfg.retry_failed}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -109,6 +115,21 @@ def plan_download(cfg: IngestConfig) -> tuple[Path, Plan]:
     src, flt = cfg.source, cfg.filters
     rows = read_url_table(src.path, src.input_format, src.url_col, src.caption_col,
                           src.extra_cols)
+    retry_of = None
+    if cfg.retry_failed:
+        from dataclasses import replace
+
+        from .retry import retry_source
+
+        rs = retry_source(cfg.retry_failed)
+        if rs["sha256"] != table_sha:
+            from mamo.core.cli import UserError
+
+            raise UserError(f"source.path={src.path}: the table changed since "
+                            f"{cfg.retry_failed} was ingested (sha256 differs)")
+        rows = [replace(rows[t], row=i, extras={**rows[t].extras, "source_row": t})
+                for i, t in enumerate(rs["table_rows"])]
+        retry_of = {**rs["retry_of"], "rows": rs["old_rows"], "table_rows": rs["table_rows"]}
     acc = Accounting(n_input=len(rows))
     seen_urls: set[str] = set()
     fetch: list[dict[str, Any]] = []
@@ -118,7 +139,8 @@ def plan_download(cfg: IngestConfig) -> tuple[Path, Plan]:
             acc.record(r.row, "failed", r.problem, r.detail)
             continue
         try:
-            url = check_url(url_text, cfg.download.allow_private, cfg.download.resolve_hosts)
+            url = check_url(url_text, cfg.download.allow_private, cfg.download.resolve_hosts,
+                            cfg.download.allow_networks)
         except UrlRefused as e:
             acc.record(r.row, "failed", e.reason, str(e), url=_safe_text(url_text))
             continue
@@ -135,7 +157,7 @@ def plan_download(cfg: IngestConfig) -> tuple[Path, Plan]:
             acc.record(r.row, "filtered", "caption_too_long", f"{len(caption)} characters",
                        url=url, caption=caption)
             continue
-        extras = {}
+        extras = {"source_row": r.extras["source_row"]} if retry_of else {}
         bad_extra = ""
         for c in src.extra_cols:
             v = r.extras.get(c)
@@ -168,18 +190,39 @@ def plan_download(cfg: IngestConfig) -> tuple[Path, Plan]:
     # rows refused before download are journaled as pseudo-chunk -1
     # (ASCII JSON: a refused row's text may hold surrogate escapes of invalid UTF-8)
     write_text(wdir / "prefilter.json", json.dumps(_outcome_rows(acc)))
-    plan = Plan(n_input=len(rows), n_chunks=n_chunks, table_sha256=table_sha, fingerprint=fp)
+    plan = Plan(n_input=len(rows), n_chunks=n_chunks, table_sha256=table_sha, fingerprint=fp,
+                retry_of=retry_of)
     # the plan exists only once the chunks are all written
     write_json(plan_path, asdict(plan), indent=None)
     return vdir, plan
 
 
-def _i2d_params(cfg: IngestConfig, url_list: Path, out: Path) -> dict[str, Any]:
+def fetch_policy(cfg: IngestConfig, state_dir: Path | str = "") -> dict[str, Any]:
+    """The ``ingest.fetch.FetchPolicy`` of a config, as a dict (it travels in the params)."""
+    from .fetch import default_user_agent
+
+    d = cfg.download
+    return {"allow_private": d.allow_private, "allow_networks": list(d.allow_networks),
+            "max_redirects": d.max_redirects, "timeout": float(d.timeout),
+            "ua_token": d.user_agent_token,
+            "user_agent": default_user_agent(d.user_agent_token, d.contact_url),
+            "opt_out_directives": [x.lower() for x in d.opt_out_directives],
+            "robots": d.robots_txt, "max_per_host": d.max_per_host,
+            "min_interval": d.min_host_interval, "rate_limit_retries": d.rate_limit_retries,
+            "max_retry_after": d.max_retry_after, "max_bytes": d.max_bytes,
+            "state_dir": str(state_dir)}
+
+
+def _i2d_params(cfg: IngestConfig, url_list: Path, out: Path, wdir: Path) -> dict[str, Any]:
     d, f = cfg.download, cfg.filters
-    return img2dataset_params(url_list, out, d.image_size, d.resize_mode, d.encode_quality,
-                              d.processes, d.threads, d.retries, d.timeout, d.distributor,
-                              cfg.samples_per_shard, f.min_image_size, f.max_image_area,
-                              f.max_aspect_ratio, d.user_agent_token)
+    params = img2dataset_params(url_list, out, d.image_size, d.resize_mode, d.encode_quality,
+                                d.processes, d.threads, d.retries, d.timeout, d.distributor,
+                                cfg.samples_per_shard, f.min_image_size, f.max_image_area,
+                                f.max_aspect_ratio, d.user_agent_token)
+    if d.safe_fetch:
+        # robots cache and host locks: one per version, shared by all chunks of the run
+        params["fetch_policy"] = fetch_policy(cfg, wdir / "web")
+    return params
 
 
 def chunk_outputs(vdir: Path, chunk: int) -> tuple[Path, Path] | None:
@@ -198,7 +241,7 @@ def download_chunks(cfg: IngestConfig, vdir: Path, plan: Plan) -> None:
     if plan.n_chunks == 0 or all(chunk_outputs(vdir, i) for i in range(plan.n_chunks)):
         return
     wdir = work_dir(vdir)
-    run_img2dataset(_i2d_params(cfg, wdir / "chunks_in", wdir / "dl" / "all"))
+    run_img2dataset(_i2d_params(cfg, wdir / "chunks_in", wdir / "dl" / "all", wdir))
 
 
 def download_chunk(cfg: IngestConfig, vdir: Path, chunk: int) -> None:
@@ -207,11 +250,16 @@ def download_chunk(cfg: IngestConfig, vdir: Path, chunk: int) -> None:
         return
     wdir = work_dir(vdir)
     run_img2dataset(_i2d_params(cfg, wdir / "chunks_in" / f"{chunk:05d}.parquet",
-                                wdir / "dl" / f"{chunk:05d}"))
+                                wdir / "dl" / f"{chunk:05d}", wdir))
 
 
 def _download_reason(msg: str) -> str:
+    tagged = re.match(r"\[([a-z_]+)\] ", msg)
+    if tagged:
+        return tagged.group(1)
     m = msg.lower()
+    if "x-robots-tag" in m:  # img2dataset's own check (download.safe_fetch=false)
+        return "opt_out"
     if m.startswith("http error"):
         return "http_error"
     if "timed out" in m or "timeout" in m:
@@ -225,19 +273,20 @@ RESIZE_FILTERS = {"image too small": "image_too_small", "image area too large": 
                   "aspect ratio too large": "aspect_ratio_too_large"}
 
 
-def _check_image(data: bytes, quality: int) -> tuple[bytes, int, int]:
-    """Decode fully (catches truncation); re-encode as RGB JPEG unless it already is one."""
+def _check_image(data: bytes, quality: int) -> tuple[bytes, int, int, Any]:
+    """Decode fully (catches truncation); re-encode as RGB JPEG unless it already is one.
+    Also returns the decoded RGB image (for the near-duplicate hash)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as img:
         fmt = img.format
         img.load()
         if img.mode == "RGB" and fmt == "JPEG":
-            return data, img.width, img.height
+            return data, img.width, img.height, img.copy()
         rgb = img.convert("RGB")
     buf = io.BytesIO()
     rgb.save(buf, format="JPEG", quality=quality)
-    return buf.getvalue(), rgb.width, rgb.height
+    return buf.getvalue(), rgb.width, rgb.height, rgb
 
 
 def _read_journal(path: Path) -> list[dict[str, Any]]:
@@ -259,10 +308,58 @@ def _append_journal(path: Path, entry: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+@dataclass
+class NearDupState:
+    """What a sample is compared with (ingest/near_dup.py): ``seen`` holds this version's
+    written images and the dataset's earlier versions'; ``exclude`` the images (and captions)
+    of ``filters.exclude_versions``."""
+
+    seen: Any  # near_dup.HashIndex
+    exclude: Any | None = None
+    exclude_captions: dict[str, str] | None = None
+
+
+def near_dup_state(cfg: IngestConfig, vdir: Path,
+                   journal: list[dict[str, Any]] = ()) -> NearDupState | None:
+    """None when near-duplicates are off and nothing is excluded."""
+    from .near_dup import HashIndex, build_index, earlier_versions
+
+    f = cfg.filters
+    if f.near_duplicate_distance < 0 and not f.exclude_versions:
+        return None
+    excl = [Path(v) for v in f.exclude_versions]
+    for v in excl:
+        if not (v / "manifest.json").is_file():
+            from mamo.core.cli import UserError
+
+            raise UserError(f"filters.exclude_versions: {v} is not a dataset version "
+                            "(no manifest.json)")
+    exclude, caps = (build_index(excl, max(f.near_duplicate_distance, 6)) if excl
+                     else (None, None))
+    if f.near_duplicate_distance >= 0:
+        excluded = {p.resolve() for p in excl}
+        planned = (work_dir(vdir) / "plan.json").stat().st_mtime
+        seen, _ = build_index([p for p in earlier_versions(vdir, planned)
+                               if p.resolve() not in excluded], f.near_duplicate_distance)
+    else:
+        seen = HashIndex(-1)
+    import base64
+
+    for e in journal:
+        for key, h, t in e.get("phashes", []):
+            seen.add(int(h, 16), base64.b64decode(t), key)
+    return NearDupState(seen, exclude, caps if f.exclude_identical_captions else None)
+
+
 def finalize_chunk(cfg: IngestConfig, vdir: Path, chunk: int, shard_index: int,
-                   seen_hashes: set[str]) -> dict[str, Any]:
+                   seen_hashes: set[str], near: NearDupState | None = None) -> dict[str, Any]:
     """Post-process one downloaded chunk into our shard ``shard_index`` (if any sample
-    survives); returns the journal entry. ``seen_hashes`` is updated."""
+    survives); returns the journal entry. ``seen_hashes`` (and ``near``) are updated."""
+    from .near_dup import encode_thumb, fingerprint, hash_hex
+
+    if near is None:
+        near = near_dup_state(cfg, vdir)  # (None again when the checks are off)
+
     import pyarrow.parquet as pq
 
     found = chunk_outputs(vdir, chunk)
@@ -278,6 +375,7 @@ def finalize_chunk(cfg: IngestConfig, vdir: Path, chunk: int, shard_index: int,
     acc = Accounting(n_input=0)
     writer: ShardWriter | None = None
     hashes: list[str] = []
+    phashes: list[list[str]] = []
     for row_id in sorted(info):
         r = info[row_id]
         url, caption = r["url"], r["caption"]
@@ -287,7 +385,9 @@ def finalize_chunk(cfg: IngestConfig, vdir: Path, chunk: int, shard_index: int,
             continue
         status, err = st.get("status"), st.get("error_message") or ""
         if status == "failed_to_download":
-            acc.record(row_id, "failed", _download_reason(err), err, url=url, caption=caption)
+            reason = _download_reason(err)
+            acc.record(row_id, "filtered" if reason in FILTERED_REASONS else "failed", reason,
+                       err, url=url, caption=caption)
             continue
         if status == "failed_to_resize":
             if err in RESIZE_FILTERS:
@@ -301,7 +401,7 @@ def finalize_chunk(cfg: IngestConfig, vdir: Path, chunk: int, shard_index: int,
                        url=url, caption=caption)
             continue
         try:
-            jpg, w, h = _check_image(data, cfg.download.encode_quality)
+            jpg, w, h, decoded = _check_image(data, cfg.download.encode_quality)
         except Exception as e:  # noqa: BLE001 - any decoder error means a bad image
             acc.record(row_id, "failed", "decode_error", f"{type(e).__name__}: {e}", url=url,
                        caption=caption)
@@ -310,20 +410,40 @@ def finalize_chunk(cfg: IngestConfig, vdir: Path, chunk: int, shard_index: int,
         if cfg.filters.dedup_images and src_hash in seen_hashes:
             acc.record(row_id, "duplicate", "duplicate_image", src_hash, url=url, caption=caption)
             continue
+        key = f"r{row_id:09d}"
+        near_meta: dict[str, str] = {}
+        if near is not None:
+            ph, thumb = fingerprint(decoded)
+            hit = near.exclude.find(ph, thumb) if near.exclude is not None else None
+            if hit is not None:
+                acc.record(row_id, "filtered", "contaminated", f"image near-duplicate of "
+                           f"{hit[0]} (distance {hit[1]})", url=url, caption=caption)
+                continue
+            if near.exclude_captions is not None and caption in near.exclude_captions:
+                acc.record(row_id, "filtered", "contaminated", "caption identical to "
+                           f"{near.exclude_captions[caption]}", url=url, caption=caption)
+                continue
+            hit = near.seen.find(ph, thumb)
+            if hit is not None:
+                acc.record(row_id, "duplicate", "near_duplicate", f"first copy {hit[0]} "
+                           f"(distance {hit[1]})", url=url, caption=caption)
+                continue
+            near_meta = {"phash": hash_hex(ph), "thumb": encode_thumb(thumb)}
+            near.seen.add(ph, thumb, key)
+            phashes.append([key, near_meta["phash"], near_meta["thumb"]])
         seen_hashes.add(src_hash)
         hashes.append(src_hash)
-        key = f"r{row_id:09d}"
         extras = json.loads(r["extras_json"]) if r.get("extras_json") else {}
         meta = sample_meta(key, jpg, caption, w, h, st.get("original_width") or w,
                            st.get("original_height") or h, url=url, source_sha256=src_hash,
-                           row=row_id, **extras)
+                           row=row_id, **near_meta, **extras)
         if writer is None:
             writer = ShardWriter(vdir, shard_index)
         writer.add(key, jpg, caption, meta)
         acc.written(row_id)
     shard: ShardInfo | None = writer.close() if writer is not None else None
     return {"chunk": chunk, "shard": shard.as_dict() if shard else None,
-            "outcomes": _outcome_rows(acc), "hashes": hashes}
+            "outcomes": _outcome_rows(acc), "hashes": hashes, "phashes": phashes}
 
 
 def finalize(cfg: IngestConfig, vdir: Path, plan: Plan) -> dict[str, Any]:
@@ -343,9 +463,10 @@ def finalize(cfg: IngestConfig, vdir: Path, plan: Plan) -> dict[str, Any]:
         write_text(journal_path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in valid))
     seen: set[str] = {h for e in valid for h in e["hashes"]}
     n_shards = sum(1 for e in valid if e["shard"])
+    near = near_dup_state(cfg, vdir, valid) if len(valid) < plan.n_chunks else None
     for chunk in tqdm(range(len(valid), plan.n_chunks), desc="post-process", unit="chunk",
                       disable=not cfg.progress):
-        entry = finalize_chunk(cfg, vdir, chunk, n_shards, seen)
+        entry = finalize_chunk(cfg, vdir, chunk, n_shards, seen, near)
         if entry["shard"]:
             n_shards += 1
         _append_journal(journal_path, entry)
@@ -366,8 +487,11 @@ def finalize(cfg: IngestConfig, vdir: Path, plan: Plan) -> dict[str, Any]:
               "url_col": cfg.source.url_col, "caption_col": cfg.source.caption_col}
     params = {"download": to_dict(cfg.download), "filters": to_dict(cfg.filters),
               "samples_per_shard": cfg.samples_per_shard}
+    extra: dict[str, Any] = {"reasons": acc.reasons()}
+    if plan.retry_of:
+        extra["retry_of"] = plan.retry_of
     manifest = build_manifest(cfg.dataset, cfg.version, source, params, acc.counts(), shards,
-                              extra={"reasons": acc.reasons()})
+                              extra=extra)
     write_manifest(vdir, manifest)
     shutil.rmtree(wdir, ignore_errors=True)
     return manifest

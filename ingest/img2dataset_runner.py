@@ -3,6 +3,10 @@
 
 img2dataset's own SIGINT handler is kept out (see ``_NoSigint``). Its workers are spawned, so
 they re-import the caller's main module: callers need a ``__main__`` guard.
+
+With ``params["fetch_policy"]`` (a ``ingest.fetch.FetchPolicy`` as a dict), img2dataset's
+``Downloader`` is wrapped in ``ingest.fetch.SafeDownloader`` so that every row is fetched by
+``ingest.fetch`` in the workers (see that module).
 """
 from __future__ import annotations
 
@@ -78,7 +82,24 @@ def run_in_process(params: dict[str, Any]) -> None:
     # (the package re-exports a function named ``main``, hiding the module of that name)
     i2d_main = sys.modules["img2dataset.main"]
     i2d_main.signal = _NoSigint()  # type: ignore[assignment]
-    i2d_main.download(**params)
+    params = dict(params)
+    policy = params.pop("fetch_policy", None)
+    original = i2d_main.Downloader
+    if policy is not None:
+        import functools
+
+        from .fetch import FetchPolicy, SafeDownloader
+
+        fp = FetchPolicy(**{k: tuple(v) if isinstance(v, list) else v for k, v in policy.items()})
+
+        def build(*args: Any, **kwargs: Any) -> Any:
+            return SafeDownloader(original(*args, **kwargs), fp)
+
+        i2d_main.Downloader = functools.wraps(original)(build)  # type: ignore[assignment]
+    try:
+        i2d_main.download(**params)
+    finally:
+        i2d_main.Downloader = original
 
 
 def run_img2dataset(params: dict[str, Any], log_path: str | Path | None = None,

@@ -2,13 +2,16 @@
 
 Only http/https URLs are fetched. Hosts resolving to private, loopback, link-local, reserved,
 multicast or unspecified addresses are refused unless ``allow_private=True`` (tests and the
-demo use a loopback server). Known limit: the check happens before img2dataset fetches, so a
-redirect or a DNS answer that changes between check and fetch is not re-checked.
+demo use a loopback server) or the address lies in one of ``allow_networks`` (CIDRs).
+``check_url`` runs when the table is planned; ``ingest.fetch`` applies the same policy again
+to every hop at fetch time (redirects, a changed DNS answer) and connects to the address it
+checked.
 """
 from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from urllib.parse import urlsplit
 
@@ -21,10 +24,29 @@ class UrlRefused(ValueError):
         super().__init__(detail)
 
 
-@lru_cache(maxsize=65536)
-def _resolve(host: str) -> tuple[str, ...]:
+def system_resolve(host: str) -> tuple[str, ...]:
     infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     return tuple(sorted({i[4][0] for i in infos}))
+
+
+# tests replace this to simulate DNS answers (rebinding); ``ingest.fetch`` calls it per hop
+RESOLVER: Callable[[str], tuple[str, ...]] = system_resolve
+
+
+def resolve_host(host: str) -> tuple[str, ...]:
+    """The addresses of ``host`` (an IP literal or localhost without a DNS query)."""
+    try:
+        return (str(ipaddress.ip_address(host)),)
+    except ValueError:
+        pass
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return ("127.0.0.1",)
+    return RESOLVER(host)
+
+
+@lru_cache(maxsize=65536)
+def _resolve(host: str) -> tuple[str, ...]:
+    return resolve_host(host)
 
 
 def _is_private(addr: str) -> bool:
@@ -33,11 +55,63 @@ def _is_private(addr: str) -> bool:
             or ip.is_multicast or ip.is_unspecified)
 
 
-def check_url(url: str, allow_private: bool = False, resolve: bool = True) -> str:
+def parse_networks(cidrs: Sequence[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
+                                                   ...]:
+    """CIDRs as networks (``ValueError`` naming a bad one)."""
+    out = []
+    for c in cidrs:
+        try:
+            out.append(ipaddress.ip_network(c, strict=False))
+        except ValueError as e:
+            raise ValueError(f"not a network: {c!r} ({e})") from e
+    return tuple(out)
+
+
+def address_allowed(addr: str, allow_private: bool = False,
+                    networks: Sequence[str] = ()) -> bool:
+    """Public addresses always; private ones with ``allow_private`` or inside ``networks``."""
+    if allow_private or not _is_private(addr):
+        return True
+    ip = ipaddress.ip_address(addr.split("%")[0])
+    return any(ip.version == n.version and ip in n for n in _networks(tuple(networks)))
+
+
+@lru_cache(maxsize=64)
+def _networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
+                                               ...]:
+    return parse_networks(cidrs)
+
+
+def check_url(url: str, allow_private: bool = False, resolve: bool = True,
+              allow_networks: Sequence[str] = ()) -> str:
     """Return the URL (stripped) or raise ``UrlRefused(reason, detail)``.
 
     Reasons: malformed_url, unsupported_scheme, private_address, unresolvable_host.
     """
+    url, host = check_syntax(url)
+    if not resolve and not _is_literal(host):
+        return url
+    try:
+        addrs = _resolve(host)
+    except (OSError, UnicodeError) as e:
+        raise UrlRefused("unresolvable_host", f"{host}: {e}") from e
+    bad = [a for a in addrs if not address_allowed(a, allow_private, allow_networks)]
+    if bad:
+        raise UrlRefused("private_address", f"{host} resolves to a private/loopback address "
+                         f"{bad[0]} (set download.allow_networks or download.allow_private)")
+    return url
+
+
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return host.lower() == "localhost" or host.lower().endswith(".localhost")
+
+
+def check_syntax(url: str) -> tuple[str, str]:
+    """(stripped URL, host) of an absolute http(s) URL, or ``UrlRefused``."""
     if not isinstance(url, str) or not url.strip():
         raise UrlRefused("malformed_url", f"empty or non-text URL: {url!r}")
     url = url.strip()
@@ -56,21 +130,4 @@ def check_url(url: str, allow_private: bool = False, resolve: bool = True) -> st
     if not host:
         raise UrlRefused("malformed_url", f"no host in {url[:200]!r}")
     _ = port
-    try:
-        literal = ipaddress.ip_address(host)
-        addrs: tuple[str, ...] = (str(literal),)
-    except ValueError:
-        if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-            addrs = ("127.0.0.1",)
-        elif not resolve:
-            return url
-        else:
-            try:
-                addrs = _resolve(host)
-            except (OSError, UnicodeError) as e:
-                raise UrlRefused("unresolvable_host", f"{host}: {e}") from e
-    if not allow_private and any(_is_private(a) for a in addrs):
-        raise UrlRefused("private_address", f"{host} resolves to a private/loopback address "
-                         "(set download.allow_private=true to allow)")
-    return url
-
+    return url, host

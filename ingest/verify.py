@@ -128,6 +128,26 @@ def verify_version(version_dir: str | Path, deep: bool = True) -> VerifyReport:
             if n != expect:
                 report.problems.append(f"failures.parquet: {n} rows != failed+filtered+duplicate "
                                        f"({expect})")
+            _check_reasons(pq.read_table(fpath, columns=["status", "reason"]).to_pylist(), m,
+                           report)
         except Exception as e:  # noqa: BLE001
             report.problems.append(f"failures.parquet: unreadable ({e})")
+    retry = m.get("retry_of")
+    if retry is not None and len(retry.get("table_rows", [])) != m["counts"]["input"]:
+        report.problems.append(f"manifest: retry_of lists {len(retry.get('table_rows', []))} "
+                               f"rows != input {m['counts']['input']}")
     return report
+
+
+def _check_reasons(rows: list[dict[str, Any]], m: dict[str, Any], report: VerifyReport) -> None:
+    """failures.parquet's (status, reason) counts are the manifest's ``reasons`` (every reason,
+    e.g. robots_disallowed, opt_out, near_duplicate, contaminated, rate_limited)."""
+    if "reasons" not in m:
+        return
+    got: dict[str, dict[str, int]] = {}
+    for r in rows:
+        d = got.setdefault(r["status"], {})
+        d[r["reason"]] = d.get(r["reason"], 0) + 1
+    want = {s: d for s, d in m["reasons"].items() if d}
+    if got != want:
+        report.problems.append(f"failures.parquet: reasons {got} != manifest reasons {want}")
