@@ -1,7 +1,8 @@
 """Word concepts from captions with spaCy: lower-cased lemmas of content words.
 
 Only the components needed for lemmas run (tok2vec, tagger, attribute_ruler, lemmatizer);
-parser, NER and sentence segmentation are excluded. Identical captions are processed once.
+parser, NER and sentence segmentation are excluded. Identical captions are processed once
+(within one ``extract`` call; a build shares one pass across all its shards).
 Bad input never raises: empty or undecodable captions are counted as skipped, over-long
 ones are cut, anything else (emoji, other languages) goes through spaCy and simply yields
 whatever concepts it yields.
@@ -12,7 +13,7 @@ import importlib.util
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from concepts.config import ExtractConfig
 
@@ -103,6 +104,29 @@ def clip_caption(text: str, max_chars: int) -> str:
     return cut[:space] if space > 0 else cut
 
 
+def normalise_caption(cap: str | bytes | None, max_chars: int
+                      ) -> tuple[str | None, str | None, bool]:
+    """``(text spaCy sees, skip reason, truncated)``; text is None when the caption is skipped.
+
+    Captions with the same normalised text get the same concepts, which is what lets a build
+    send each distinct text through spaCy once.
+    """
+    if cap is None:
+        return None, "missing", False
+    if isinstance(cap, bytes):
+        cap = decode_caption(cap)
+        if cap is None:
+            return None, "invalid_utf8", False
+    try:
+        cap.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: not representable as stored text
+        return None, "invalid_utf8", False
+    if not cap.strip():
+        return None, "empty", False
+    clipped = clip_caption(cap, max_chars)
+    return clipped, None, len(clipped) < len(cap)
+
+
 @dataclass
 class ExtractionResult:
     """Per input caption: a list of concepts, or None when it was skipped."""
@@ -144,41 +168,37 @@ class ConceptExtractor:
             out.append((tok.idx, tok.idx + len(tok.text), lemma, pos))
         return out, words
 
-    def extract(self, captions: Sequence[str | bytes | None]) -> ExtractionResult:
-        """Concepts of each caption (str, raw UTF-8 bytes, or None for a missing one)."""
+    def parse(self, texts: Sequence[str]) -> list[tuple[list[Concept], int]]:
+        """``(concepts, words)`` of each normalised text: the only place spaCy runs."""
+        docs = self.nlp.pipe(texts, batch_size=self.cfg.batch_size)
+        return [self._doc_concepts(doc) for doc in docs]
+
+    def extract(self, captions: Sequence[str | bytes | None],
+                known: Mapping[str, tuple[list[Concept], int]] | None = None) -> ExtractionResult:
+        """Concepts of each caption (str, raw UTF-8 bytes, or None for a missing one).
+
+        ``known``: normalised text -> ``parse`` result computed before (a build's shared pass
+        over the distinct captions of all shards); only texts not in it go through spaCy.
+        """
         result = ExtractionResult(concepts=[None] * len(captions), words=[0] * len(captions))
-        texts: dict[str, list[int]] = {}  # clipped text -> positions that share it
+        texts: dict[str, list[int]] = {}  # normalised text -> positions that share it
         for i, cap in enumerate(captions):
-            if cap is None:
-                result.skipped["missing"] += 1
+            text, reason, truncated = normalise_caption(cap, self.cfg.max_chars)
+            if text is None:
+                result.skipped[reason] += 1
                 continue
-            if isinstance(cap, bytes):
-                cap = decode_caption(cap)
-                if cap is None:
-                    result.skipped["invalid_utf8"] += 1
-                    continue
-            try:
-                cap.encode("utf-8")
-            except UnicodeEncodeError:  # lone surrogates: not representable as stored text
-                result.skipped["invalid_utf8"] += 1
-                continue
-            if not cap.strip():
-                result.skipped["empty"] += 1
-                continue
-            clipped = clip_caption(cap, self.cfg.max_chars)
-            if len(clipped) < len(cap):
-                result.truncated += 1
-            texts.setdefault(clipped, []).append(i)
+            result.truncated += truncated
+            texts.setdefault(text, []).append(i)
         result.unique = len(texts)
-        uniques = list(texts)
-        docs = self.nlp.pipe(uniques, batch_size=self.cfg.batch_size)
-        for text, doc in zip(uniques, docs):
-            found, words = self._doc_concepts(doc)
-            positions = texts[text]
+        known = known or {}
+        todo = [t for t in texts if t not in known]
+        parsed = dict(zip(todo, self.parse(todo)))
+        for text, positions in texts.items():
+            found, words = known[text] if text in known else parsed[text]
             for i in positions:
                 result.words[i] = words
                 # each position gets its own list so callers may mutate one safely
-                result.concepts[i] = found if len(positions) == 1 else list(found)
+                result.concepts[i] = list(found)
         return result
 
 
