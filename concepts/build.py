@@ -17,8 +17,8 @@ from typing import Any, Iterable
 
 from tqdm import tqdm
 
-from concepts.annotate import (EXTRACTED_DIR, annotate_shard, extract_shard, shard_counts,
-                               shard_texts)
+from concepts.annotate import (EXTRACTED_DIR, annotate_shard, distinct_texts, extract_shard,
+                               shard_captions, shard_counts, shard_texts, write_extraction)
 from concepts.config import ConceptsConfig, ExtractConfig
 from concepts.extract import ConceptExtractor, pipeline_identity
 from concepts.store import (ANNOTATIONS_DIR, LATEST, META_FILE, VOCAB_FILE, ConceptStore,
@@ -134,14 +134,23 @@ def extract_all_step(plan: BuildPlan, cfg: ConceptsConfig, show_progress: bool =
     """Extract every shard, each distinct caption through spaCy once per build (sequential).
 
     Web corpora repeat captions across shards ("A photo of a dog."); a per-shard pass would
-    pay spaCy for each shard a repeat appears in.
+    pay spaCy again in every shard a repeat appears in. Each shard is read once: the
+    captions of the shards to extract are held in memory until their files are written.
     """
-    pending = pending_shards(plan)
-    texts = shared_texts(texts_step(tar, cfg) for _, tar in pending)
+    pending = {stem: shard_captions(tar) for stem, tar in plan.shards
+               if not plan.extracted_path(stem).is_file()}
+    texts = shared_texts(distinct_texts((raw for _, raw in samples), cfg.extract.max_chars)
+                         for samples in pending.values())
     known = parse_step(texts, cfg) if texts else {}
-    return [extract_step(plan, stem, tar, cfg, known)
-            for stem, tar in tqdm(plan.shards, desc="extract concepts", unit="shard",
-                                  disable=not show_progress)]
+    extractor = ConceptExtractor(cfg.extract)
+    stats = []
+    for stem, _ in tqdm(plan.shards, desc="extract concepts", unit="shard", disable=not show_progress):
+        if stem not in pending:
+            stats.append({"stem": stem, "cached": True})
+            continue
+        done = write_extraction(pending.pop(stem), plan.extracted_path(stem), extractor, known)
+        stats.append({"stem": stem, "cached": False, **done})
+    return stats
 
 
 def vocab_step(plan: BuildPlan, cfg: ConceptsConfig) -> tuple[str, Path, dict[str, int]]:
