@@ -1,0 +1,16 @@
+"""The demo's torch thread count: explicit values pass through; 0 picks by the machine's load."""
+import os
+
+from flows.demo import torch_threads
+
+
+def test_explicit_threads_pass_through():
+    assert torch_threads(3) == 3
+
+
+def test_auto_threads_use_all_cores_only_when_idle():
+    got = torch_threads(0)
+    cores = os.cpu_count() or 1
+    assert got in (1, cores)
+    if os.getloadavg()[0] >= 0.5:  # a busy machine (this one while others run): never more than 1
+        assert got == 1
