@@ -24,7 +24,7 @@ from mamo.data.torch_fallback import PlannedBatches, iter_fallback
 log = logging.getLogger(__name__)
 
 SKIP_REASONS = (MISSING_IMAGE, MISSING_CAPTION, CORRUPT_IMAGE)
-DECODE_AHEAD = 2  # DALI batches in flight (read, tokenised, decoded) ahead of the consumer
+READ_AHEAD = 2  # batches read (bytes + headers) in a thread while DALI decodes
 
 
 def resolve_backend(backend: str) -> str:
@@ -200,7 +200,7 @@ class Loader:
                 pending.append(decoder.submit(decode, nxt, reader.submit(read, nxt)))
                 nxt += 1
 
-            while nxt < min(start + DECODE_AHEAD, plan.num_batches):
+            while nxt < min(start + READ_AHEAD, plan.num_batches):  # read, then decoded, ahead
                 submit()
             while pending:
                 done = pending.popleft()
