@@ -15,9 +15,9 @@ import hashlib
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
-from concepts.extract import ConceptExtractor
+from concepts.extract import Concept, ConceptExtractor, normalise_caption
 from ingest.shards import iter_samples
 from mamo.core.files import write_text
 
@@ -47,11 +47,33 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
-def extract_shard(tar_path: str | Path, out_path: str | Path,
-                  extractor: ConceptExtractor) -> dict[str, Any]:
-    """Run the extractor over one shard's captions and write its extraction file."""
-    samples = shard_captions(tar_path)
-    result = extractor.extract([raw for _, raw in samples])
+def distinct_texts(raws: Iterable[bytes], max_chars: int) -> list[str]:
+    """The distinct normalised captions among ``raws``, first occurrence first.
+
+    The first pass of a build: the union over shards is what spaCy has to see, once each.
+    """
+    texts: dict[str, None] = {}
+    for raw in raws:
+        text, _, _ = normalise_caption(raw, max_chars)
+        if text is not None:
+            texts.setdefault(text)
+    return list(texts)
+
+
+def shard_texts(tar_path: str | Path, max_chars: int) -> list[str]:
+    """``distinct_texts`` of one shard's captions."""
+    return distinct_texts((raw for _, raw in shard_captions(tar_path)), max_chars)
+
+
+def write_extraction(samples: list[tuple[str, bytes]], out_path: str | Path,
+                     extractor: ConceptExtractor,
+                     known: Mapping[str, tuple[list[Concept], int]] | None = None) -> dict[str, Any]:
+    """Extract ``(key, raw caption)`` samples of one shard and write its extraction file.
+
+    ``known``: the shared pass's results (normalised text -> concepts, words); captions found
+    there do not go through spaCy again. The file is the same either way.
+    """
+    result = extractor.extract([raw for _, raw in samples], known=known)
     lines = []
     for (key, raw), concepts, words in zip(samples, result.concepts, result.words):
         rec: dict[str, Any] = {"key": key, "caption_sha1": caption_sha1(raw), "words": words,
@@ -62,6 +84,12 @@ def extract_shard(tar_path: str | Path, out_path: str | Path,
     write_lines(Path(out_path), lines)
     return {"samples": len(samples), "unique": result.unique, "truncated": result.truncated,
             "skipped": dict(result.skipped)}
+
+
+def extract_shard(tar_path: str | Path, out_path: str | Path, extractor: ConceptExtractor,
+                  known: Mapping[str, tuple[list[Concept], int]] | None = None) -> dict[str, Any]:
+    """Run the extractor over one shard's captions and write its extraction file."""
+    return write_extraction(shard_captions(tar_path), out_path, extractor, known)
 
 
 def read_extracted(path: str | Path) -> Iterator[dict[str, Any]]:

@@ -23,7 +23,8 @@ from typing import Any, Iterable
 
 from tqdm import tqdm
 
-from concepts.annotate import EXTRACTED_DIR, annotate_shard, extract_shard, shard_counts
+from concepts.annotate import (EXTRACTED_DIR, annotate_shard, distinct_texts, extract_shard,
+                               shard_captions, shard_counts, shard_texts, write_extraction)
 from concepts.config import ConceptsConfig, ExtractConfig
 from concepts.extract import ConceptExtractor, pipeline_identity
 from concepts.store import (ANNOTATIONS_DIR, LATEST, META_FILE, VOCAB_FILE, ConceptStore,
@@ -111,13 +112,65 @@ def up_to_date(version_dir: str | Path, cfg: ConceptsConfig) -> str | None:
     return latest
 
 
-def extract_step(plan: BuildPlan, stem: str, tar_path: str, cfg: ConceptsConfig) -> dict[str, Any]:
-    """Extract one shard unless its extraction file already exists for this plan."""
+def pending_shards(plan: BuildPlan) -> list[tuple[str, str]]:
+    """The ``(stem, tar)`` of shards whose extraction file this plan does not have yet."""
+    return [(stem, tar) for stem, tar in plan.shards if not plan.extracted_path(stem).is_file()]
+
+
+def texts_step(tar_path: str, cfg: ConceptsConfig) -> list[str]:
+    """First pass, per shard: its distinct normalised captions (no spaCy)."""
+    return shard_texts(tar_path, cfg.extract.max_chars)
+
+
+def shared_texts(per_shard: Iterable[list[str]]) -> list[str]:
+    """The distinct texts of all shards, first occurrence first: what spaCy sees, once each."""
+    return list(dict.fromkeys(t for texts in per_shard for t in texts))
+
+
+def split_texts(texts: list[str], parts: int, min_size: int) -> list[list[str]]:
+    """``texts`` in at most ``parts`` contiguous chunks of at least ``min_size`` (but one)."""
+    size = max(min_size, -(-len(texts) // max(parts, 1)))
+    return [texts[i:i + size] for i in range(0, len(texts), size)]
+
+
+def parse_step(texts: list[str], cfg: ConceptsConfig) -> dict[str, tuple[list, int]]:
+    """The shared pass: spaCy over distinct texts -> ``text -> (concepts, words)``."""
+    return dict(zip(texts, ConceptExtractor(cfg.extract).parse(texts)))
+
+
+def extract_step(plan: BuildPlan, stem: str, tar_path: str, cfg: ConceptsConfig,
+                 known: dict[str, tuple[list, int]] | None = None) -> dict[str, Any]:
+    """Write one shard's extraction file unless it exists for this plan (from ``known``,
+    the shared pass's results, where given; spaCy runs only for texts missing there)."""
     out = plan.extracted_path(stem)
     if out.is_file():
         return {"stem": stem, "cached": True}
-    stats = extract_shard(tar_path, out, ConceptExtractor(cfg.extract))
+    stats = extract_shard(tar_path, out, ConceptExtractor(cfg.extract), known=known)
     return {"stem": stem, "cached": False, **stats}
+
+
+def extract_all_step(plan: BuildPlan, cfg: ConceptsConfig, show_progress: bool = False
+                     ) -> list[dict[str, Any]]:
+    """Extract every shard, each distinct caption through spaCy once per build (sequential).
+
+    Web corpora repeat captions across shards ("A photo of a dog."); a per-shard pass would
+    pay spaCy again in every shard a repeat appears in. Each shard is read once: the
+    captions of the shards to extract are held in memory until their files are written.
+    """
+    pending = {stem: shard_captions(tar) for stem, tar in plan.shards
+               if not plan.extracted_path(stem).is_file()}
+    texts = shared_texts(distinct_texts((raw for _, raw in samples), cfg.extract.max_chars)
+                         for samples in pending.values())
+    known = parse_step(texts, cfg) if texts else {}
+    extractor = ConceptExtractor(cfg.extract)
+    stats = []
+    for stem, _ in tqdm(plan.shards, desc="extract concepts", unit="shard", disable=not show_progress):
+        if stem not in pending:
+            stats.append({"stem": stem, "cached": True})
+            continue
+        done = write_extraction(pending.pop(stem), plan.extracted_path(stem), extractor, known)
+        stats.append({"stem": stem, "cached": False, **done})
+    return stats
 
 
 def vocab_step(plan: BuildPlan, cfg: ConceptsConfig) -> tuple[str, Path, dict[str, int]]:
@@ -213,8 +266,7 @@ def build_concepts(version_dir: str | Path, cfg: ConceptsConfig | None = None,
 
 def _build(plan: BuildPlan, cfg: ConceptsConfig) -> BuildResult:
     bar = not cfg.show_progress
-    for stem, tar in tqdm(plan.shards, desc="extract concepts", unit="shard", disable=bar):
-        extract_step(plan, stem, tar, cfg)
+    extract_all_step(plan, cfg, show_progress=cfg.show_progress)
     vocab_id, staging, ids = vocab_step(plan, cfg)
     try:
         for stem, _ in tqdm(plan.shards, desc="annotate", unit="shard", disable=bar):

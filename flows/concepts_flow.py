@@ -1,7 +1,9 @@
 """Prefect flows of the concepts stage; every step is a function of ``concepts.build``.
 
-``concepts_flow``: extract each shard as a parallel task on a Dask cluster, build the
-vocabulary, annotate each shard (parallel again), commit the version and point LATEST at it.
+``concepts_flow``: a shared first pass on a Dask cluster (each shard's distinct captions in
+parallel, then every distinct caption of the build through spaCy once, in parallel chunks,
+then each shard's extraction file), build the vocabulary, annotate each shard (parallel),
+commit the version and point LATEST at it.
 ``rebuild_concepts_flow``: the same, unless the LATEST vocabulary was built from the same
 data (manifest sha256) with the same settings, in which case it does nothing.
 """
@@ -39,10 +41,40 @@ def dask_task_runner(d: DaskConfig) -> DaskTaskRunner:
         "silence_logs": logging.WARNING})
 
 
+@task(name="concepts-shard-texts", retries=1)
+def texts_task(tar: str, cfg: ConceptsConfig) -> list[str]:
+    return steps.texts_step(tar, cfg)
+
+
+@task(name="concepts-parse", retries=1)
+def parse_task(texts: list[str], cfg: ConceptsConfig) -> dict[str, tuple[list, int]]:
+    return steps.parse_step(texts, cfg)
+
+
 @task(name="concepts-extract-shard", retries=1)
-def extract_shard_task(plan: steps.BuildPlan, stem: str, tar: str,
-                       cfg: ConceptsConfig) -> dict[str, Any]:
-    return steps.extract_step(plan, stem, tar, cfg)
+def extract_shard_task(plan: steps.BuildPlan, stem: str, tar: str, cfg: ConceptsConfig,
+                       known: dict[str, tuple[list, int]]) -> dict[str, Any]:
+    return steps.extract_step(plan, stem, tar, cfg, known)
+
+
+def _extract_shared(plan: steps.BuildPlan, cfg: ConceptsConfig) -> int:
+    """The shared first pass: each distinct caption of the build through spaCy once (in
+    parallel chunks), then each shard's extraction file from those results. Returns the
+    number of shards whose extraction was already cached."""
+    pending = steps.pending_shards(plan)
+    per_shard = [f.result() for f in [texts_task.submit(tar, cfg) for _, tar in pending]]
+    texts = steps.shared_texts(per_shard)
+    chunks = steps.split_texts(texts, cfg.dask.n_workers * cfg.dask.threads_per_worker,
+                               cfg.extract.batch_size)
+    known: dict[str, tuple[list, int]] = {}
+    for f in [parse_task.submit(chunk, cfg) for chunk in chunks]:
+        known.update(f.result())  # raises if a chunk failed twice
+    # each shard task gets only its own texts' results, not the whole table
+    written = [extract_shard_task.submit(plan, stem, tar, cfg, {t: known[t] for t in mine})
+               for (stem, tar), mine in zip(pending, per_shard)]
+    for f in written:
+        f.result()
+    return len(plan.shards) - len(pending)
 
 
 @task(name="concepts-build-vocab")
@@ -65,8 +97,7 @@ def commit_task(plan: steps.BuildPlan, staging: str, vocab_id: str) -> str:
 @flow(name="concepts-build")
 def _build_version(version_dir: str, cfg: ConceptsConfig) -> dict[str, Any]:
     plan = steps.plan_build(version_dir, cfg)
-    extracted = [extract_shard_task.submit(plan, stem, tar, cfg) for stem, tar in plan.shards]
-    stats = [f.result() for f in extracted]  # raises if a shard failed twice
+    cached = _extract_shared(plan, cfg)
     vocab_id, staging, ids = vocab_task(plan, cfg)
     try:
         annotated = [annotate_shard_task.submit(plan, stem, staging, ids, vocab_id)
@@ -77,7 +108,7 @@ def _build_version(version_dir: str, cfg: ConceptsConfig) -> dict[str, Any]:
     finally:
         steps.discard_staging(staging)
     return {"vocab_id": vocab_id, "path": path, "num_concepts": len(ids), "rebuilt": True,
-            "shards": len(plan.shards), "cached_shards": sum(bool(s.get("cached")) for s in stats)}
+            "shards": len(plan.shards), "cached_shards": cached}
 
 
 def _run_build(version_dir: str, cfg: ConceptsConfig) -> dict[str, Any]:

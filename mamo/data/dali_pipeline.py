@@ -96,12 +96,24 @@ class DaliImageDecoder:
         return torch.cat(good)
 
 
+def cpu_empty(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float32 CPU tensor whose memory numpy allocated.
+
+    Measured here: a fresh 19 MB ``torch.empty`` + copy took 16-21 ms (the pages are faulted
+    in anew for every batch), the same through numpy's allocator 3.5 ms (glibc reuses the
+    freed block); per 224 px sample that is ~0.5 ms, a third of DALI's decode cost.
+    """
+    return torch.from_numpy(np.empty(shape, dtype=np.float32))
+
+
 def _to_torch(out, device_id: int | None) -> torch.Tensor:
     """A DALI TensorList (CPU, or GPU when device_id is set) -> a torch tensor owning its memory."""
     from nvidia.dali.plugin.pytorch import feed_ndarray
 
     tensor = out.as_tensor()
-    device = torch.device("cpu") if device_id is None else torch.device("cuda", device_id)
-    result = torch.empty(tuple(tensor.shape()), dtype=torch.float32, device=device)
+    if device_id is None:
+        result = cpu_empty(tuple(tensor.shape()))
+    else:
+        result = torch.empty(tuple(tensor.shape()), dtype=torch.float32, device=torch.device("cuda", device_id))
     feed_ndarray(tensor, result)
     return result

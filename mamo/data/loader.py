@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterator
 
 import torch
@@ -180,17 +180,37 @@ class Loader:
                 self._encode_text(raw)
             return raw
 
+        def decode(b: int, read_done: Future) -> tuple[RawBatch, torch.Tensor]:
+            # one thread owns the DALI pipeline, so runs stay in plan order and a decode error
+            # still belongs to a known batch; DALI releases the GIL while it decodes
+            raw = read_done.result()
+            return raw, self._decoder.decode(raw)
+
+        # reading + tokenisation of batch n+2 and DALI's decode of batch n+1 run while batch n
+        # is assembled and consumed (the training step); the position (self._batch) only
+        # moves when a batch is yielded, so work done ahead is simply dropped on a stop
+        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mamo-read")
+        decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mamo-decode")
         try:
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mamo-read") as pool:
-                pending = deque(pool.submit(read, b) for b in range(start, min(start + READ_AHEAD, plan.num_batches)))
-                nxt = start + READ_AHEAD
-                while pending:
-                    raw = pending.popleft().result()
-                    if nxt < plan.num_batches:
-                        pending.append(pool.submit(read, nxt))
-                        nxt += 1
-                    yield raw, self._decoder.decode(raw)
+            pending: deque[Future] = deque()
+            nxt = start
+
+            def submit() -> None:
+                nonlocal nxt
+                pending.append(decoder.submit(decode, nxt, reader.submit(read, nxt)))
+                nxt += 1
+
+            while nxt < min(start + READ_AHEAD, plan.num_batches):  # read, then decoded, ahead
+                submit()
+            while pending:
+                done = pending.popleft()
+                if nxt < plan.num_batches:
+                    submit()
+                yield done.result()
         finally:
+            # a stopped iteration: queued batches are cancelled, running ones finish first
+            decoder.shutdown(wait=True, cancel_futures=True)
+            reader.shutdown(wait=True, cancel_futures=True)
             files.close()
 
 

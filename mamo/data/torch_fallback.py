@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from mamo.data.config import AugmentConfig
+from mamo.data.dali_pipeline import cpu_empty
 from mamo.data.index import SampleIndex, ShardFiles
 from mamo.data.samples import CORRUPT_IMAGE, RawBatch, read_raw_batch
 from mamo.data.sharding import RankPlan
@@ -35,10 +36,18 @@ def decode_pil(jpeg: bytes, crop: tuple[int, int, int, int], flip: bool, size: i
     return np.asarray(out, dtype=np.uint8)
 
 
-def normalize(images_nhwc: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 [N, H, W, 3] -> float32 [N, 3, H, W], (x / 255 - mean) / std."""
+def normalize(images_nhwc: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...],
+              shared: bool = False) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> float32 [N, 3, H, W], (x / 255 - mean) / std.
+
+    ``shared``: the result is written straight into shared memory, so that a DataLoader
+    worker hands it to the main process without copying it there first.
+    """
     n, h, w, _ = images_nhwc.shape
-    out = torch.empty((n, 3, h, w), dtype=torch.float32)  # contiguous NCHW, like DALI's output
+    out = cpu_empty((n, 3, h, w))  # contiguous NCHW, like DALI's output
+    if shared:  # allocated in shared memory (as torch's default_collate does in workers)
+        storage = torch.UntypedStorage._new_shared(out.nbytes)
+        out = torch.empty(0, dtype=torch.float32).set_(storage, 0, (n, 3, h, w))
     out.copy_(images_nhwc.permute(0, 3, 1, 2))
     m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
     s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
@@ -57,7 +66,8 @@ def decode_batch_pil(raw: RawBatch, size: int, mean, std) -> torch.Tensor:
         raw.drop(bad, CORRUPT_IMAGE)
     if not arrays:
         return torch.zeros((0, 3, size, size), dtype=torch.float32)
-    return normalize(torch.from_numpy(np.stack(arrays)), mean, std)
+    in_worker = torch.utils.data.get_worker_info() is not None
+    return normalize(torch.from_numpy(np.stack(arrays)), mean, std, shared=in_worker)
 
 
 class PlannedBatches(torch.utils.data.Dataset):

