@@ -61,8 +61,14 @@ def _extract_shared(plan: steps.BuildPlan, cfg: ConceptsConfig) -> int:
     """The shared first pass: each distinct caption of the build through spaCy once (in
     parallel chunks), then each shard's extraction file from those results. Returns the
     number of shards whose extraction was already cached."""
-    pending = steps.pending_shards(plan)
-    per_shard = [f.result() for f in [texts_task.submit(tar, cfg) for _, tar in pending]]
+    pending, per_shard, failure = [], [], None
+    queued = steps.pending_shards(plan)
+    for shard, f in zip(queued, [texts_task.submit(tar, cfg) for _, tar in queued]):
+        try:
+            per_shard.append(f.result())
+            pending.append(shard)
+        except Exception as exc:  # noqa: BLE001 - the good shards are still extracted, then it is raised
+            failure = failure or exc
     texts = steps.shared_texts(per_shard)
     chunks = steps.split_texts(texts, cfg.dask.n_workers * cfg.dask.threads_per_worker,
                                cfg.extract.batch_size)
@@ -74,7 +80,9 @@ def _extract_shared(plan: steps.BuildPlan, cfg: ConceptsConfig) -> int:
                for (stem, tar), mine in zip(pending, per_shard)]
     for f in written:
         f.result()
-    return len(plan.shards) - len(pending)
+    if failure is not None:  # after the good shards' files are kept, so a rerun redoes only it
+        raise failure
+    return len(plan.shards) - len(queued)
 
 
 @task(name="concepts-build-vocab")

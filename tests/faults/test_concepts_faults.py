@@ -45,8 +45,12 @@ def _finished(vdir, first):
 def test_second_build_is_refused_then_a_killed_holder_is_taken_over(version, tmp_path):
     vdir = _copy(version, tmp_path / "v1")
     first = start(*_build(vdir))
+    lock = vdir / "concepts" / ".lock"
     try:
-        wait_for(lambda: len(_extracted(vdir)) >= 2, first, "two extracted shards")
+        # Extraction deduplicated across shards is over in a moment, so the holder is frozen
+        # (alive, lock held) as soon as it has the lock, for the second build to meet it.
+        wait_for(lambda: lock.exists() and str(first.pid) in lock.read_text(), first, "the lock")
+        first.send_signal(signal.SIGSTOP)
         second = cli(*_build(vdir))
         assert second.returncode == 2, second.stderr
         line = one_line_error(second.stderr)

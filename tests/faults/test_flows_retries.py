@@ -133,7 +133,7 @@ def test_concepts_shard_missing_once_is_retried(prefect_harness, version):
     tar = version / "shards" / "00001.tar"
     away = tar.with_name("away.tar")
     tar.rename(away)  # a shared file system that lost a file for a moment
-    with on_retry("concepts-extract-shard", lambda: away.rename(tar)) as retried:
+    with on_retry("concepts-shard-texts", lambda: away.rename(tar)) as retried:
         state = _concepts(version)
     assert len(retried) == 1, retried
     assert state.is_completed(), state.message
