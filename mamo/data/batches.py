@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from mamo.data.caption_true import shift_spans
+
 MISSING_ANNOTATION = "missing_annotation"
 NO_CONCEPTS = "none"
 
@@ -63,15 +65,19 @@ class TextEncoder:
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
 
     def __call__(self, captions: list[str], shard_stems: list[str], keys: list[str],
-                 counts: Counter) -> dict[str, torch.Tensor]:
+                 counts: Counter, edits: list[list[tuple[int, int]]] | None = None
+                 ) -> dict[str, torch.Tensor]:
+        """``edits``: per caption, how a caption-true flip changed it from the annotated one."""
         from concepts.encode import encode_batch
 
         spans_list = []
-        for stem, key in zip(shard_stems, keys):
+        for i, (stem, key) in enumerate(zip(shard_stems, keys)):
             spans = self.concepts.spans(stem, key)
             if spans is None:
                 counts[MISSING_ANNOTATION] += 1
                 spans = []  # -> every label of this row is -100
+            elif edits and edits[i]:
+                spans = shift_spans(spans, edits[i])
             spans_list.append(spans)
         return encode_batch(captions, spans_list, self.tokenizer, self.max_len, self.label_pieces)
 

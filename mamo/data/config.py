@@ -27,10 +27,15 @@ class AugmentConfig:
     # (ALBEF's pre-training setting).
     crop_scale: tuple[Fraction, Fraction] = (0.5, 1.0)
     crop_ratio: tuple[Positive, Positive] = (3.0 / 4.0, 4.0 / 3.0)
-    # Horizontal flip probability. 0 by default: a flip turns "a red circle left of a blue
-    # square" into an image whose caption is false (the synthetic data, and real captions
-    # with "left"/"right", would teach the model wrong spatial words).
+    # Horizontal flip probability. 0 by default: on web data a flip turns "a dog left of a
+    # cat" into an image whose caption is false. With caption_true, samples that carry their
+    # scene get the caption swapped with the image (configs/tiny.yaml flips them).
     hflip_prob: Annotated[float, Field(ge=0, le=1)] = 0.0
+    # Caption-true augmentation for samples whose JSON holds a synthetic scene (objects and
+    # boxes; web samples are unaffected): crops keep every object at least `min_visible`
+    # in view, and a flip swaps "left"/"right" in the caption (mamo/data/caption_true.py).
+    caption_true: bool = True
+    min_visible: Annotated[float, Field(gt=0, le=1)] = 0.8
     # Eval: centre square of side min(w, h) * fraction, resized to image_size (1.0 keeps the
     # whole shorter side, i.e. "resize shorter side + centre crop"; 0.875 = 224/256 style).
     eval_crop_fraction: Fraction = 1.0

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXT = "jpg"
 CAPTION_EXT = "txt"
+META_EXT = "json"
 
 
 class ShardIndexError(ValueError):
@@ -124,6 +125,8 @@ class SampleIndex:
     image_size: np.ndarray  # int64 [N], -1 = no .jpg member
     caption_offset: np.ndarray
     caption_size: np.ndarray  # -1 = no .txt member
+    meta_offset: np.ndarray  # the .json member (the synthetic source's scene: caption-true crops)
+    meta_size: np.ndarray  # -1 = no .json member
     shard_sizes: list[int] = field(default_factory=list)
     # shards of the manifest left out (data.on_corrupt=skip), as {"tar", "reason"}
     left_out: list[dict[str, str]] = field(default_factory=list)
@@ -149,7 +152,7 @@ def build_index(version_dir: str | Path, verify: str = "off", on_corrupt: str = 
     for tar, why in bad.items():
         log.warning("data: leaving out corrupt shard %s (%s; data.on_corrupt=skip)", version_dir / tar, why)
     shard_paths, stems, sizes = [], [], []
-    columns: dict[str, list[int]] = {k: [] for k in ("shard", "io", "is", "co", "cs")}
+    columns: dict[str, list[int]] = {k: [] for k in ("shard", "io", "is", "co", "cs", "mo", "ms")}
     keys: list[str] = []
     shards = [s for s in manifest["shards"] if s["tar"] not in bad]
     for s, shard in enumerate(tqdm(shards, desc="index", unit="shard", disable=len(shards) < 50)):
@@ -174,6 +177,9 @@ def build_index(version_dir: str | Path, verify: str = "off", on_corrupt: str = 
             columns["is"].append(isz)
             columns["co"].append(co)
             columns["cs"].append(csz)
+            mo, msz = r.get(META_EXT, (0, -1))
+            columns["mo"].append(mo)
+            columns["ms"].append(msz)
     return SampleIndex(
         version_dir=version_dir, shard_paths=shard_paths, shard_stems=stems,
         shard_of=np.asarray(columns["shard"], dtype=np.int32), keys=keys,
@@ -181,6 +187,8 @@ def build_index(version_dir: str | Path, verify: str = "off", on_corrupt: str = 
         image_size=np.asarray(columns["is"], dtype=np.int64),
         caption_offset=np.asarray(columns["co"], dtype=np.int64),
         caption_size=np.asarray(columns["cs"], dtype=np.int64),
+        meta_offset=np.asarray(columns["mo"], dtype=np.int64),
+        meta_size=np.asarray(columns["ms"], dtype=np.int64),
         shard_sizes=sizes, left_out=[{"tar": t, "reason": why} for t, why in bad.items()],
     )
 

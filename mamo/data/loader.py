@@ -147,7 +147,7 @@ class Loader:
     def _encode_text(self, raw: RawBatch) -> None:
         raw.text_counts = Counter()
         stems = [self.index.shard_stems[s] for s in raw.shards]
-        raw.text = self.text(raw.captions, stems, raw.keys, raw.text_counts)
+        raw.text = self.text(raw.captions, stems, raw.keys, raw.text_counts, raw.caption_edits)
         raw.text_keys = list(raw.keys)
 
     def _end_epoch(self) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from mamo.data.caption_true import caption_true_crop, flip_caption, scene_of
 from mamo.data.config import AugmentConfig
 from mamo.data.index import SampleIndex, ShardFiles
 
@@ -44,6 +45,8 @@ class RawBatch:
     jpegs: list[bytes] = field(default_factory=list)
     crops: list[tuple[int, int, int, int]] = field(default_factory=list)  # x, y, w, h in pixels
     flips: list[bool] = field(default_factory=list)
+    # per sample, the caption's edits by a caption-true flip (caption_true.flip_caption)
+    caption_edits: list[list[tuple[int, int]]] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)
     # Text tensors when prepared ahead (DALI path, in the read thread), for ``text_keys``.
     text: dict | None = None
@@ -56,7 +59,7 @@ class RawBatch:
     def drop(self, positions: set[int], reason: str) -> None:
         """Remove samples (by position in this batch) found bad after reading, e.g. at decode."""
         keep = [i for i in range(len(self.samples)) if i not in positions]
-        for name in ("samples", "keys", "captions", "shards", "jpegs", "crops", "flips"):
+        for name in ("samples", "keys", "captions", "shards", "jpegs", "crops", "flips", "caption_edits"):
             values = getattr(self, name)
             setattr(self, name, [values[i] for i in keep])
         self.skipped[reason] += len(positions)
@@ -149,10 +152,17 @@ def read_raw_batch(index: SampleIndex, files: ShardFiles, sample_ids: np.ndarray
         except CorruptImage:
             out.skipped[CORRUPT_IMAGE] += 1
             continue
+        edits: list[tuple[int, int]] = []
         if train:
             rng = sample_rng(seed, epoch, sid)
-            crop = random_resized_crop(w, h, augment.crop_scale, augment.crop_ratio, rng)
+            scene = _scene(index, files, shard, sid) if augment.caption_true else None
+            if scene is None:
+                crop = random_resized_crop(w, h, augment.crop_scale, augment.crop_ratio, rng)
+            else:
+                crop = caption_true_crop(w, h, scene, augment, rng)
             flip = bool(augment.hflip_prob > 0 and rng.random() < augment.hflip_prob)
+            if flip and scene is not None:
+                caption, edits = flip_caption(caption)
         else:
             crop, flip = center_crop(w, h, augment.eval_crop_fraction), False
         out.samples.append(sid)
@@ -162,4 +172,14 @@ def read_raw_batch(index: SampleIndex, files: ShardFiles, sample_ids: np.ndarray
         out.jpegs.append(jpeg)
         out.crops.append(crop)
         out.flips.append(flip)
+        out.caption_edits.append(edits)
     return out
+
+
+def _scene(index: SampleIndex, files: ShardFiles, shard: int, sid: int) -> dict | None:
+    if index.meta_size[sid] <= 0:
+        return None
+    try:
+        return scene_of(files.read(shard, int(index.meta_offset[sid]), int(index.meta_size[sid])))
+    except OSError:  # the image and caption were readable: train with plain augmentation
+        return None

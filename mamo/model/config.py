@@ -154,17 +154,34 @@ class LossConfig:
     temp_max: float = 0.5
     # momentum distillation: share of the soft (teacher) targets
     alpha: Annotated[float, Field(ge=0, le=1)] = 0.4
-    # MMM masking
-    image_mask_ratio: Fraction = 0.4
+    # alpha rises linearly from 0 over this share of the training steps, as ALBEF ramps it
+    # over its first epoch: early on the EMA teacher is a random network (0 = full from step 0)
+    alpha_warmup: Fraction = 0.2
+    # w_mmm rises linearly from 0 over this share of the steps, for the same reason: the
+    # implicit and visual targets come from the teacher (0 = full weight from step 0)
+    mmm_warmup: Fraction = 0.1
+    # MMM masking. 0.75 of the patches: the paper masks a much larger share than BEiT's 0.4,
+    # and its ablation favours higher ratios
+    image_mask_ratio: Fraction = 0.75
     # smallest block in patches (BEiT: 16 at 14x14)
     image_mask_min_block: Annotated[int, Field(ge=1)] = 4
     text_mask_ratio: Fraction = 0.25
-    # MMM targets
-    implicit_top_k: Annotated[int, Field(ge=1)] = 3
+    # Share of each caption's masked tokens drawn first from its concept-labelled (content)
+    # words; the rest uniformly. 0 = uniform over tokens (function words are ~40% of a
+    # relation caption, and masking them teaches little).
+    text_mask_content_share: Annotated[float, Field(ge=0, le=1)] = 0.0
+    # MMM targets. Implicit target: mean of the teacher's last K fusion layers; 0 = half the
+    # fusion depth, rounded up (the tiny preset's 3 layers -> 2, never the first alone)
+    implicit_top_k: Annotated[int, Field(ge=0)] = 0
     implicit_loss: Literal["smooth_l1", "mse"] = "smooth_l1"
     implicit_beta: Annotated[float, Field(gt=0)] = 1.0  # smooth-L1 beta
     text_target: Literal["concept", "mlm", "none"] = "concept"
     loss_impl: LossImpl = "torch"  # "kernels": fused Triton losses from kernels/
+
+    def implicit_layers(self, fusion_depth: int) -> int:
+        """K of the implicit target for a fusion encoder of ``fusion_depth`` layers."""
+        k = self.implicit_top_k or -(-fusion_depth // 2)
+        return max(1, min(k, fusion_depth))
 
     def __post_init__(self) -> None:
         check(self.temp_min <= self.temp_init <= self.temp_max, "temp_init",

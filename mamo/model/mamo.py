@@ -52,6 +52,11 @@ class Encoders(nn.Module):
 
 
 @torch.compiler.disable
+def ramp(progress: float, share: float) -> float:
+    """A linear warm-up factor: 0 at the start, 1 from ``share`` of training on."""
+    return 1.0 if share <= 0 else min(1.0, progress / share)
+
+
 def _seed_parts(seed: int) -> tuple[int, int, int]:
     """Independent sub-seeds for the image mask, the text mask and ITM sampling."""
     g = torch.Generator().manual_seed(int(seed) & 0xFFFF_FFFF_FFFF_FFFF)
@@ -64,6 +69,7 @@ class MAMO(nn.Module):
                  load_pretrained: bool = True):
         super().__init__()
         self.model_cfg, self.loss_cfg = model_cfg, loss_cfg
+        self.progress = 1.0  # share of training done (set_progress); 1 = warm-ups over
         self.num_concepts = num_concepts
         width = model_cfg.text.width
         self.enc = Encoders(model_cfg)
@@ -207,13 +213,24 @@ class MAMO(nn.Module):
         ps = self.model_cfg.vision.patch_size
         grid = (image.shape[-2] // ps, image.shape[-1] // ps)
         gen = torch.Generator(device=image.device).manual_seed(seed_itm)
+        labels = batch.get("concept_labels")
+        content = labels >= 0 if labels is not None else None  # tokens with a concept label
         return {
             "patch_mask": to_device_async(block_mask(image.shape[0], grid, lc.image_mask_ratio,
                                                      lc.image_mask_min_block, seed_img), image.device),
-            "text_mask": text_mask(ids, batch["attention_mask"], lc.text_mask_ratio, seed_txt),
+            "text_mask": text_mask(ids, batch["attention_mask"], lc.text_mask_ratio, seed_txt,
+                                   content, lc.text_mask_content_share),
             # in (0, 1]: inverse-CDF sampling never lands on a zero-weight candidate
             "itm_uniform": 1.0 - torch.rand(2, image.shape[0], generator=gen, device=image.device),
+            # the warm-ups as tensors: a changing Python float would recompile a compiled step
+            "mmm_weight": torch.tensor(lc.w_mmm * ramp(self.progress, lc.mmm_warmup), device=image.device),
+            "alpha": torch.tensor(lc.alpha * ramp(self.progress, lc.alpha_warmup), device=image.device),
         }
+
+    def set_progress(self, step: int, total: int) -> None:
+        """Where training stands (``step`` of ``total``), for the warm-ups of w_mmm and alpha;
+        the trainer calls it before each step, so a resumed run continues the same ramps."""
+        self.progress = step / max(total, 1)
 
     def step(self, batch: dict[str, Any], draws: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The losses of one step given its draws (:meth:`draw`)."""
@@ -245,7 +262,8 @@ class MAMO(nn.Module):
 
         if lc.w_itc > 0:
             loss_itc, img_m_all, txt_m_all = itc.itc_loss(
-                s_img_feat, s_txt_feat, t_img_feat, t_txt_feat, self.queue, self.temp, lc.alpha)
+                s_img_feat, s_txt_feat, t_img_feat, t_txt_feat, self.queue, self.temp,
+                draws["alpha"] if lc.alpha > 0 else 0.0)
             out["itc"] = loss_itc.detach()
             total = total + lc.w_itc * loss_itc
 
@@ -265,7 +283,7 @@ class MAMO(nn.Module):
         if lc.w_mmm > 0:
             loss_mmm = self._mmm(batch, image, ids, am, t_img, t_fused, draws["patch_mask"], draws["text_mask"], out)
             out["mmm"] = loss_mmm.detach()
-            total = total + lc.w_mmm * loss_mmm
+            total = total + draws["mmm_weight"] * loss_mmm
 
         if self.training and lc.w_itc > 0:
             self.queue.enqueue(img_m_all, txt_m_all)
@@ -293,7 +311,7 @@ class MAMO(nn.Module):
         per_text = max(1, int(round((ids.shape[1] - 2) * lc.text_mask_ratio))) if lc.text_mask_ratio > 0 else 0
         loss = fused.hidden.new_zeros((), dtype=torch.float32)
         if self.implicit_head is not None:
-            target = mmm.implicit_target(t_fused.layers, lc.implicit_top_k)
+            target = mmm.implicit_target(t_fused.layers, lc.implicit_layers(self.model_cfg.fusion.depth))
             positions = mmm.position_mask(patch_mask, tmask)
             loss_imp = mmm.implicit_loss(fused.hidden, target, positions, self.implicit_head,
                                          lc.implicit_loss, lc.implicit_beta, impl, per_image + per_text)

@@ -73,11 +73,20 @@ def maskable_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> to
     return ok
 
 
+def _first_k(scores: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Bool ``[B, L]``: in each row, the ``k`` allowed positions of lowest score."""
+    rank = scores.masked_fill(~allowed, 2.0).argsort(dim=1).argsort(dim=1)
+    return (rank < k[:, None]) & allowed
+
+
 @torch.compiler.disable
 def text_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, ratio: float,
-              seed: int = 0) -> torch.Tensor:
+              seed: int = 0, content: torch.Tensor | None = None,
+              content_share: float = 0.0) -> torch.Tensor:
     """Bool ``[B, L]``: ``round(ratio * n)`` (at least 1 when ratio > 0) of each row's n
-    maskable tokens, chosen uniformly."""
+    maskable tokens, chosen uniformly; with ``content`` (bool ``[B, L]``, e.g. the tokens
+    that carry a concept label) and ``content_share`` > 0, that share of them is drawn from
+    the content tokens first (as many as there are), the rest uniformly from what is left."""
     # Drawn on the batch's device from the step seed: no copy to the host and back (a sync
     # per step on a GPU). On the CPU this is the same draw as before.
     eligible = maskable_tokens(input_ids, attention_mask)
@@ -87,9 +96,12 @@ def text_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, ratio: floa
         k = torch.where(n > 0, k.clamp(min=1), k)
     gen = torch.Generator(device=input_ids.device).manual_seed(seed)
     scores = torch.rand(eligible.shape, generator=gen, device=input_ids.device)
-    scores = scores.masked_fill(~eligible, 2.0)  # ineligible tokens sort last
-    rank = scores.argsort(dim=1).argsort(dim=1)
-    return (rank < k[:, None]) & eligible
+    if content is None or content_share <= 0:
+        return _first_k(scores, eligible, k)  # ineligible tokens sort last
+    content = content.to(eligible.device) & eligible
+    k_content = torch.minimum(torch.round(k.float() * content_share).long(), content.sum(dim=1))
+    first = _first_k(scores, content, k_content)
+    return first | _first_k(scores, eligible & ~first, k - k_content)
 
 
 def apply_text_mask(input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -76,9 +76,12 @@ def _soft_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def itc_loss(image_feat: torch.Tensor, text_feat: torch.Tensor,
              image_feat_m: torch.Tensor, text_feat_m: torch.Tensor,
-             queue: FeatureQueue | None, temp: torch.Tensor, alpha: float
+             queue: FeatureQueue | None, temp: torch.Tensor, alpha: float | torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Symmetric InfoNCE over (gathered batch + queue).
+
+    ``alpha``: a float (0 = one-hot targets only) or a 0-dim tensor (a scheduled share, always
+    mixed in: a tensor is never compared on the host, which would sync and break a graph).
 
     ``image_feat, text_feat [B,E]``: student features, L2-normalised. ``*_m``: the momentum
     model's features (no grad). Returns ``(loss, image_feat_m_all, text_feat_m_all)``; the
@@ -102,7 +105,7 @@ def itc_loss(image_feat: torch.Tensor, text_feat: torch.Tensor,
         onehot = torch.zeros_like(sim_i2t, dtype=torch.float32)
         rows = torch.arange(b, device=onehot.device)
         onehot[rows, rank * b + rows] = 1.0
-        if alpha > 0:
+        if isinstance(alpha, torch.Tensor) or alpha > 0:
             sim_i2t_m = image_feat_m @ torch.cat([txt_m_all, txt_q]).t() / temp
             sim_t2i_m = text_feat_m @ torch.cat([img_m_all, img_q]).t() / temp
             tgt_i2t = alpha * F.softmax(sim_i2t_m.float(), dim=1) + (1 - alpha) * onehot

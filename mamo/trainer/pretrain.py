@@ -71,7 +71,7 @@ def setup(p: Prepared, info: DistInfo, progress: bool) -> Trainer:
         job = TrainingJob(model=model, stream=BatchStream(p.loader), run_dir=RunDir(p.run_dir),
                           total_steps=p.total_steps, meta=p.expected_meta,
                           samples_per_step=p.cfg.data.batch_size * tc.grad_accum * p.world_size,
-                          resume_from=p.resume_from)
+                          resume_from=p.resume_from, before_step=model.set_progress)
         return Trainer(job, dataclasses.replace(tc, ddp_find_unused=find_unused(p.cfg)), p.cfg.optim, info,
                        progress=progress)
     except (ckpt.CheckpointError, ValueError, KeyError, RuntimeError, OSError) as e:

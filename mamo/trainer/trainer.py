@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -82,6 +82,9 @@ class TrainingJob:
     # Pre-training checkpoints its last step (the run's resumable end); fine-tuning exports
     # its own files instead and checkpoints on train.ckpt_every and on a stop request only.
     checkpoint_at_end: bool = True
+    # Called with (step, total_steps) before each optimizer step: schedules that live in the
+    # model (MAMO's warm-ups of w_mmm and alpha) follow the step count, also on resume.
+    before_step: Callable[[int, int], None] | None = None
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -184,6 +187,8 @@ class Trainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         terms: dict[str, torch.Tensor | float] = {}
+        if self.job.before_step is not None:
+            self.job.before_step(self.step, self.job.total_steps)
         with self.flops.counting():
             for micro in range(tc.grad_accum):
                 t0 = time.perf_counter()
