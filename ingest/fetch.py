@@ -207,27 +207,36 @@ class HostGate:
     def _wait_interval_local(self, origin: str) -> None:
         if self.p.min_interval <= 0:
             return
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next.get(origin, 0.0))
-            self._next[origin] = start + self.p.min_interval
-        time.sleep(max(0.0, start - now))
+        while True:  # as in _wait_interval_shared: a start is recorded when it happens
+            with self._lock:
+                now = time.monotonic()
+                due = self._next.get(origin, 0.0)
+                if now >= due:
+                    self._next[origin] = now + self.p.min_interval
+                    return
+            time.sleep(due - now)
 
     def _wait_interval_shared(self, hid: str) -> None:
         if self.p.min_interval <= 0:
             return
-        # wall clock: the schedule is shared between processes
-        fd = os.open(self.dir / f"{hid}.next", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            raw = os.pread(fd, 64, 0)
-            now = time.time()
-            start = max(now, float(raw) if raw.strip() else 0.0)
-            data = repr(start + self.p.min_interval).encode().ljust(32)
-            os.pwrite(fd, data, 0)
-        finally:
-            os.close(fd)
-        time.sleep(max(0.0, start - now))
+        # Wall clock: the schedule is shared between processes. A start is written only when
+        # it happens (checked under the lock after any wait), never reserved ahead: a process
+        # that overslept its turn on a loaded machine would otherwise start late, right next
+        # to the one scheduled after it.
+        path = self.dir / f"{hid}.next"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                raw = os.pread(fd, 64, 0)
+                now = time.time()
+                due = float(raw) if raw.strip() else 0.0
+                if now >= due:
+                    os.pwrite(fd, repr(now + self.p.min_interval).encode().ljust(32), 0)
+                    return
+            finally:
+                os.close(fd)
+            time.sleep(due - now)
 
 
 # ---------------------------------------------------------------- robots.txt

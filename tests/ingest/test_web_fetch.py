@@ -264,3 +264,37 @@ def test_https_pinned_address_keeps_the_certificate_check(tmp_path, monkeypatch)
         assert r.body == _jpeg(12)
         with pytest.raises(ssl.SSLCertVerificationError):
             Fetcher(_policy(robots=False)).fetch(f"https://other.test:{port}/img.jpg")
+
+
+def test_a_process_that_oversleeps_its_turn_does_not_start_next_to_the_following_one(tmp_path, monkeypatch):
+    """Three gates on one state dir stand for three worker processes. The second to come
+    oversleeps its wait (a loaded machine); the starts must still be an interval apart, which
+    a schedule reserved ahead of time does not give (the late sleeper starts right after the
+    one scheduled behind it)."""
+    import threading
+
+    from ingest import fetch
+
+    policy = FetchPolicy(min_interval=0.2, max_per_host=3, state_dir=str(tmp_path))
+    gates = [fetch.HostGate(policy) for _ in range(3)]
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:
+        real_sleep(seconds + (0.3 if threading.current_thread().name == "late" else 0.0))
+
+    monkeypatch.setattr(fetch.time, "sleep", sleep)
+    starts: dict[str, float] = {}
+
+    def go(name: str, gate) -> None:
+        with gate.slot("http://example.test"):
+            starts[name] = time.time()
+
+    go("first", gates[0])
+    late = threading.Thread(target=go, args=("late", gates[1]), name="late")
+    late.start()
+    real_sleep(0.1)
+    go("on_time", gates[2])
+    late.join()
+    times = sorted(starts.values())
+    assert len(times) == 3
+    assert min(b - a for a, b in zip(times, times[1:])) >= 0.19, starts
