@@ -77,8 +77,14 @@ def _cmd_download(a: argparse.Namespace) -> int:
 
 
 def _cmd_verify(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mamo.core.cli import UserError
+
     from .verify import verify_version
 
+    if not Path(a.version_dir).is_dir():  # a wrong path, not a damaged version (exit 1)
+        raise UserError(f"{a.version_dir}: no such directory (give a dataset version dir)")
     report = verify_version(a.version_dir, deep=not a.quick)
     for line in report.problems:
         print(f"PROBLEM: {line}", file=sys.stderr)
