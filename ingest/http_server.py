@@ -13,6 +13,35 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 
+class RequestLog:
+    """The paths a server was asked for, from its handler threads (``on_request`` of
+    ``serve_directory``); ``delay`` seconds slow each answer (a slow site, so that a test's
+    kill lands mid-download)."""
+
+    def __init__(self, delay: float = 0.0):
+        self.delay = delay
+        self._paths: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, path: str) -> None:
+        with self._lock:
+            self._paths.append(path)
+        if self.delay:
+            time.sleep(self.delay)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._paths)
+
+    def __iter__(self) -> Iterator[str]:
+        with self._lock:
+            return iter(list(self._paths))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._paths.clear()
+
+
 class _QuietHandler(SimpleHTTPRequestHandler):
     on_request: Callable[[str], None] | None = None
 
@@ -32,7 +61,7 @@ def serve_directory(path: str | Path, host: str = "127.0.0.1", port: int = 0,
     (no trailing slash) and shuts the server down on exit. ``on_request(path)`` is called for
     every GET (tests count downloads with it)."""
     handler_cls = type("_Handler", (_QuietHandler,), {"on_request": staticmethod(on_request)
-                                                      if on_request else None})
+                                                      if on_request is not None else None})
     handler = functools.partial(handler_cls, directory=str(Path(path).resolve()))
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True

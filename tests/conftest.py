@@ -30,3 +30,16 @@ def prefect_harness():
 @pytest.fixture(scope="session")
 def session_tmp(tmp_path_factory):
     return tmp_path_factory.mktemp("session")
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """``free_port()``: a loopback TCP port that nothing listened on a moment ago."""
+    import socket
+
+    def pick() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    return pick

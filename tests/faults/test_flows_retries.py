@@ -6,7 +6,6 @@ timing), a permanent one stays. Transient: the task is retried and the flow run 
 Permanent: the flow run fails with the reason, nothing looks complete, and the rerun after
 the fix completes with exact accounting, redoing only the failed part."""
 import logging
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from concepts.store import read_latest
 from flows.concepts_flow import concepts_flow
 from flows.ingest_flow import ingest_flow  # (imported first: importing reconfigures logging)
+from ingest.http_server import RequestLog, serve_directory
 from ingest.manifest import load_manifest
 from ingest.synthetic import SyntheticConfig
 from ingest.synthetic_version import url_table_for, write_synthetic_url_source, write_synthetic_version
@@ -58,18 +58,11 @@ def _ingest(tmp_path, base, table):
 
 @pytest.fixture
 def site(tmp_path):
-    from ingest.http_server import serve_directory
-
     src = write_synthetic_url_source(tmp_path / "src", SyntheticConfig(n=12, seed=5, image_size=40),
                                      progress=False)
-    requests: list[str] = []
-    lock = threading.Lock()
+    requests = RequestLog()
 
-    def on_request(path):
-        with lock:
-            requests.append(path)
-
-    with serve_directory(src, on_request=on_request) as base:
+    with serve_directory(src, on_request=requests) as base:
         yield base, url_table_for(src, base), requests
 
 

@@ -6,7 +6,6 @@ among them, and ends with every row accounted once."""
 import os
 import signal
 import subprocess
-import threading
 import time
 
 import psutil
@@ -15,6 +14,7 @@ import pytest
 import yaml
 from pipeline_faults import PY, REPO, cli, env, wait_for
 
+from ingest.http_server import RequestLog, serve_directory
 from ingest.manifest import load_manifest
 from ingest.synthetic import SyntheticConfig
 from ingest.synthetic_version import url_table_for, write_synthetic_url_source
@@ -36,19 +36,11 @@ def _worker(proc: subprocess.Popen) -> psutil.Process | None:
 
 
 def test_worker_killed_mid_chunk_is_redone_on_the_next_run(tmp_path):
-    from ingest.http_server import serve_directory
-
     src = write_synthetic_url_source(tmp_path / "src", SyntheticConfig(n=40, seed=6, image_size=40),
                                      progress=False)
-    requests: list[str] = []
-    lock = threading.Lock()
+    requests = RequestLog(delay=0.1)  # slow enough that a download is in flight when the process is killed
 
-    def on_request(path):
-        with lock:
-            requests.append(path)
-        time.sleep(0.1)  # slow enough that a chunk is in flight when the worker dies
-
-    with serve_directory(src, on_request=on_request) as base:
+    with serve_directory(src, on_request=requests) as base:
         table = url_table_for(src, base)
         cfg = tmp_path / "ingest.yaml"
         cfg.write_text(yaml.safe_dump({
@@ -66,8 +58,7 @@ def test_worker_killed_mid_chunk_is_redone_on_the_next_run(tmp_path):
             wait_for(lambda: len(list(dl.glob("*_stats.json"))) >= 1 and _worker(proc), proc,
                      "one finished chunk")
             done = {p.name[:5] for p in dl.glob("*_stats.json")}
-            with lock:
-                n_before = len(requests)
+            n_before = len(requests)
             wait_for(lambda: len(requests) > n_before, proc, "a request of the next chunk")
             _worker(proc).send_signal(signal.SIGKILL)  # mid-chunk
             time.sleep(1.0)  # let the pool notice (it starts a new worker; the task is lost)
@@ -86,12 +77,10 @@ def test_worker_killed_mid_chunk_is_redone_on_the_next_run(tmp_path):
         finished_urls = {u[len(base):] for c in sorted(done) for u in
                          pq.read_table(vdir / "_work" / "chunks_in" / f"{c}.parquet")
                          .column("url").to_pylist()}
-        with lock:
-            requests.clear()
+        requests.clear()
         again = cli("ingest", "run", "--config", str(cfg))
         assert again.returncode == 0, again.stderr
-        with lock:
-            refetched = set(requests)
+        refetched = set(requests)
     assert not (refetched & finished_urls), "a finished chunk was downloaded again"
     assert len(refetched) == 40 - len(finished_urls)  # the killed chunk and the rest, once
     m = load_manifest(vdir)

@@ -3,7 +3,6 @@ against a real ``prefect server start``; the ``python -m flows`` CLI."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -58,13 +57,6 @@ def test_ingest_flow_one_task_per_chunk(prefect_harness, tmp_path):
     assert art is not None and "| written | 10 |" in art.data and "http_error" in art.data
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 
 def _wait_healthy(url, proc, timeout):
     deadline = time.time() + timeout
@@ -92,8 +84,8 @@ def _stop(proc, sig=signal.SIGINT, grace=20):
 
 
 @pytest.mark.slow
-def test_serve_deployment_with_cron_schedule(tmp_path):
-    port = _free_port()
+def test_serve_deployment_with_cron_schedule(tmp_path, free_port):
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=api)
     env.pop("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", None)

@@ -3,7 +3,6 @@ accounting, journal resume of post-processing, and URL safety."""
 import io
 import json
 import shutil
-import socket
 
 import pytest
 from PIL import Image
@@ -32,13 +31,6 @@ def _jpeg(img, **kw):
     return b.getvalue()
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 
 def _cfg(tmp_path, table, **over):
     o = [f"out={tmp_path / 'out'}", "dataset=web", "version=v1", "source.kind=urls",
@@ -50,7 +42,7 @@ def _cfg(tmp_path, table, **over):
 
 
 @pytest.fixture(scope="module")
-def bad_rows_site(tmp_path_factory):
+def bad_rows_site(tmp_path_factory, free_port):
     """Files for every kind of bad row, and the expected outcome of each table row."""
     d = tmp_path_factory.mktemp("site")
     good = [syn.render_image(syn.generate_scene(0, i), 80) for i in range(7)]
@@ -66,7 +58,7 @@ def bad_rows_site(tmp_path_factory):
     rgba = good[4].convert("RGBA")
     rgba.putalpha(Image.new("L", rgba.size, 128))
     (d / "alpha.png").write_bytes(_png(rgba))
-    closed = _free_port()
+    closed = free_port()
     # (url path or full url, caption bytes, expected (status, reason))
     rows = [
         ("/good0.png", "a  small\tred circle\n", ("written", "")),

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 import yaml
 
 from ingest.config import IngestConfig
+from ingest.http_server import RequestLog, serve_directory
 from ingest.manifest import load_manifest
 from ingest.pipeline import run_ingest
 from ingest.shards import read_shard
@@ -31,17 +31,9 @@ REPO = Path(__file__).resolve().parents[2]
 def test_sigkill_then_resume(tmp_path):
     src = write_synthetic_url_source(tmp_path / "src", SyntheticConfig(n=60, seed=4, image_size=64),
                                      progress=False)
-    requests: list[str] = []
-    lock = threading.Lock()
+    requests = RequestLog(delay=0.1)  # slow enough that a download is in flight when the process is killed
 
-    def on_request(path):
-        with lock:
-            requests.append(path)
-        time.sleep(0.1)  # slow enough that the kill lands between chunks
-
-    from ingest.http_server import serve_directory
-
-    with serve_directory(src, on_request=on_request) as base:
+    with serve_directory(src, on_request=requests) as base:
         table = url_table_for(src, base)
         conf = {"out": str(tmp_path / "out"), "dataset": "web", "version": "v1",
                 "samples_per_shard": 10, "progress": False,
@@ -71,11 +63,9 @@ def test_sigkill_then_resume(tmp_path):
         for c in done:
             for u in pq.read_table(vdir / "_work" / "chunks_in" / f"{c:05d}.parquet").column("url").to_pylist():
                 done_paths.add(u[len(base):])
-        with lock:
-            requests.clear()
+        requests.clear()
         m = run_ingest(load_config(IngestConfig, cfg_path))
-        with lock:
-            again = set(requests)
+        again = set(requests)
     assert not (again & done_paths), "finished chunks were downloaded again"
     assert len(again) == 60 - len(done_paths)
     assert m["counts"] == {"input": 60, "written": 60, "failed": 0, "filtered": 0, "duplicate": 0}
