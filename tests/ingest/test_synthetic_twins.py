@@ -143,3 +143,36 @@ def test_version_records_twins_in_params_and_scenes(tmp_path):
     plain = write_synthetic_version(tmp_path, "syn", "plain", syn.SyntheticConfig(
         n=6, seed=1, image_size=16), samples_per_shard=6, progress=False)
     assert "twins" not in plain["params"] and load_manifest(tmp_path / "syn" / "plain") == plain
+
+
+def test_cli_twins_and_kind_weights(tmp_path, capsys):
+    from ingest.__main__ import main
+
+    assert main(["synthetic", "--out", str(tmp_path), "--n", "4", "--image-size", "16",
+                 "--twins", "1", "--kind-weights", "0,0,1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    m = load_manifest(out["version_dir"])
+    assert m["params"]["twins"] == 1.0 and m["params"]["kind_weights"] == [0.0, 0.0, 1.0]
+    samples = read_shard(tmp_path / "synthetic" / "v1" / m["shards"][0]["tar"])
+    specs = [s["json"]["synthetic"]["spec"] for s in samples]
+    assert {sp["kind"] for sp in specs} == {"relation"}
+    assert [sp["twin_of"] for sp in specs] == [1, 0, 3, 2]
+
+
+@pytest.mark.parametrize("argv, key", [(["--kind-weights", "1,2"], "kind_weights"),
+                                       (["--kind-weights", "0,0,0"], "kind_weights"),
+                                       (["--twins", "2"], "twins")])
+def test_cli_bad_scene_options_name_the_key(tmp_path, capsys, argv, key):
+    from ingest.__main__ import main
+
+    assert main(["synthetic", "--out", str(tmp_path), "--n", "2", *argv]) == 2
+    err = capsys.readouterr().err
+    assert key in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_kind_weights_must_be_numbers(tmp_path, capsys):
+    from ingest.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["synthetic", "--out", str(tmp_path), "--kind-weights", "a,b,c"])
+    assert e.value.code == 2 and "comma-separated numbers" in capsys.readouterr().err
