@@ -1,4 +1,5 @@
-"""Word concepts from captions with spaCy: lower-cased lemmas of content words.
+"""Word concepts from captions with spaCy: lower-cased lemmas of content words (and, with
+``extract.spatial_and_number_words``, of spatial words and numerals).
 
 Only the components needed for lemmas run (tok2vec, tagger, attribute_ruler, lemmatizer);
 parser, NER and sentence segmentation are excluded. Identical captions are processed once
