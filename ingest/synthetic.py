@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Annotated, Any, Iterator
+from typing import Annotated, Any, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -299,6 +299,18 @@ def make_twin(scene: dict[str, Any], index: int) -> dict[str, Any]:
     return {"seed": scene["seed"], "index": int(index), "objects": objects, "spec": spec}
 
 
+def twin_pairs(scenes: Sequence[dict[str, Any]]) -> list[tuple[int, int, str]]:
+    """``(i, j, twin_change)`` for each twin pair whose two members are both in ``scenes``
+    (positions in the list, first member first), e.g. a version's ``KEY.json["synthetic"]``."""
+    where = {(s["seed"], s["index"]): pos for pos, s in enumerate(scenes)}
+    out = []
+    for pos, s in enumerate(scenes):
+        partner = s["spec"].get("twin_of")
+        if partner is not None and s["index"] < partner and (s["seed"], partner) in where:
+            out.append((pos, where[(s["seed"], partner)], s["spec"]["twin_change"]))
+    return out
+
+
 # ---------------------------------------------------------------------------- images
 
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[float, float, float, float],
@@ -401,5 +413,5 @@ def grid_iou(a: list[float], b: list[float]) -> float:
 __all__ = [
     "SHAPES", "COLORS", "SIZES", "RELATIONS", "COUNT_WORDS", "KINDS", "RGB", "SyntheticConfig",
     "render_caption", "generate_scene", "render_image", "make_sample", "generate_samples",
-    "relation_holds", "sample_key", "make_twin", "is_twin_pair", "TWIN_CHANGES", "OPPOSITE", "describe", "caption_vocabulary", "grid_iou", "encode_jpeg",
+    "relation_holds", "sample_key", "make_twin", "is_twin_pair", "twin_pairs", "TWIN_CHANGES", "OPPOSITE", "describe", "caption_vocabulary", "grid_iou", "encode_jpeg",
 ]

@@ -176,3 +176,13 @@ def test_cli_kind_weights_must_be_numbers(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["synthetic", "--out", str(tmp_path), "--kind-weights", "a,b,c"])
     assert e.value.code == 2 and "comma-separated numbers" in capsys.readouterr().err
+
+
+def test_twin_pairs_finds_the_pairs_present():
+    scenes = [syn.generate_scene(4, i, twins=0.5) for i in range(41)]  # the last one's partner is absent
+    shuffled = scenes[::-1]
+    pairs = syn.twin_pairs(shuffled)
+    want = {(i, i + 1) for i in range(0, 40, 2) if "twin_of" in scenes[i]["spec"]}
+    assert want and {(shuffled[i]["index"], shuffled[j]["index"]) for i, j, _ in pairs} == want
+    assert all(c == shuffled[i]["spec"]["twin_change"] for i, _, c in pairs)
+    assert syn.twin_pairs([syn.generate_scene(4, i) for i in range(10)]) == []
