@@ -73,9 +73,11 @@ def shard_stem(shard: dict[str, Any]) -> str:
 def output_params(cfg: ConceptsConfig) -> dict[str, Any]:
     """The settings that change what is written (batch sizes, workers, progress bars don't)."""
     e, v = cfg.extract, cfg.vocab
-    return {"extract": {"pos": sorted(set(e.pos)), "max_chars": e.max_chars,
-                        "require_alpha": e.require_alpha},
-            "vocab": {"min_count": v.min_count, "max_size": v.max_size}}
+    extract = {"pos": sorted(set(e.pos)), "max_chars": e.max_chars,
+               "require_alpha": e.require_alpha}
+    if e.spatial_and_number_words:  # only when on: default builds keep their ids and bytes
+        extract["spatial_and_number_words"] = True
+    return {"extract": extract, "vocab": {"min_count": v.min_count, "max_size": v.max_size}}
 
 
 def plan_build(version_dir: str | Path, cfg: ConceptsConfig) -> BuildPlan:
@@ -326,7 +328,8 @@ def _extract_config_of(meta: dict[str, Any]) -> ExtractConfig:
                          f"environment has {installed}; build a new vocabulary instead")
     e = meta["params"]["extract"]
     return ExtractConfig(pipeline=recorded["name"], pos=list(e["pos"]), max_chars=e["max_chars"],
-                         require_alpha=e["require_alpha"])
+                         require_alpha=e["require_alpha"],
+                         spatial_and_number_words=e.get("spatial_and_number_words", False))
 
 
 def list_versions(version_dir: str | Path) -> list[str]:

@@ -22,6 +22,10 @@ class ExtractConfig:
     max_chars: Annotated[int, Field(ge=1)] = 1000
     # drop lemmas without any letter (emoji, numbers tagged NOUN, stray punctuation)
     require_alpha: bool = True
+    # also keep spatial words (concepts.extract.SPATIAL_WORDS: above, below, left, right, ...)
+    # and numerals (POS NUM: two, three, ...) whatever their POS and stop-word status, so that
+    # relations and counts get a concept target; off: the content words only, as before
+    spatial_and_number_words: bool = False
 
 
 @section

@@ -1,4 +1,5 @@
-"""Word concepts from captions with spaCy: lower-cased lemmas of content words.
+"""Word concepts from captions with spaCy: lower-cased lemmas of content words (and, with
+``extract.spatial_and_number_words``, of spatial words and numerals).
 
 Only the components needed for lemmas run (tok2vec, tagger, attribute_ruler, lemmatizer);
 parser, NER and sentence segmentation are excluded. Identical captions are processed once
@@ -23,6 +24,15 @@ KEEP_COMPONENTS = ("tok2vec", "tagger", "attribute_ruler", "lemmatizer")
 
 # (char_start, char_end, lemma, pos) with offsets into the caption as given
 Concept = tuple[int, int, str, str]
+
+# Lemmas kept with ``extract.spatial_and_number_words`` whatever spaCy tags them: most are
+# stop words tagged ADP or ADV ("above", "below", "behind"), which the content-word rule
+# drops. A phrase gives its one spatial word: "to the left of" -> "left" ("to", "the", "of"
+# stay without a concept). Generic prepositions ("on", "in", "at") are left out: they are in
+# nearly every caption and say little about a layout.
+SPATIAL_WORDS: frozenset[str] = frozenset({
+    "left", "right", "above", "below", "under", "over", "beneath", "underneath", "behind",
+    "beside", "between", "inside", "outside", "near", "top", "bottom", "front", "middle"})
 
 
 class PipelineNotFound(RuntimeError):
@@ -218,13 +228,19 @@ class ConceptExtractor:
         out: list[Concept] = []
         words = 0
         pos_set, require_alpha = self.pos, self.cfg.require_alpha
+        spatial_and_numbers = self.cfg.spatial_and_number_words
         for tok in doc:
             pos = tok.pos_
             if pos != "PUNCT" and pos != "SPACE" and pos != "SYM":
                 words += 1
             if pos not in pos_set or tok.is_stop:
-                continue
-            lemma = tok.lemma_.lower()
+                if not spatial_and_numbers:
+                    continue
+                lemma = tok.lemma_.lower()
+                if pos != "NUM" and lemma not in SPATIAL_WORDS:
+                    continue
+            else:
+                lemma = tok.lemma_.lower()
             if not lemma or (require_alpha and not any(ch.isalpha() for ch in lemma)):
                 continue
             if any(ch.isspace() for ch in lemma):

@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from mamo.core.cli import parse_args, run
 from mamo.core.config import ConfigError
@@ -14,17 +15,36 @@ from .manifest import ManifestError
 from .shards import ShardReadError
 from .version import VersionExistsError
 
+if TYPE_CHECKING:
+    from .synthetic import SyntheticConfig
+
 #: conditions a user causes and fixes, reported as one line with exit status 2
 USER_ERRORS = (VersionExistsError, DistributorUnavailable, ManifestError, ShardReadError)
 
 
-def _cmd_synthetic(a: argparse.Namespace) -> int:
+def _kind_weights(text: str) -> list[float]:
+    """``"1,1,2"`` -> ``[1.0, 1.0, 2.0]`` (the config checks the length and the signs)."""
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated numbers expected, got {text!r}") from None
+
+
+def _synthetic_config(a: argparse.Namespace) -> SyntheticConfig:
     from mamo.core.config import from_dict
 
     from .synthetic import SyntheticConfig
+
+    data = {"n": a.n, "seed": a.seed, "image_size": a.image_size, "twins": a.twins}
+    if a.kind_weights is not None:
+        data["kind_weights"] = a.kind_weights
+    return from_dict(SyntheticConfig, data)
+
+
+def _cmd_synthetic(a: argparse.Namespace) -> int:
     from .synthetic_version import write_synthetic_version
 
-    cfg = from_dict(SyntheticConfig, {"n": a.n, "seed": a.seed, "image_size": a.image_size})
+    cfg = _synthetic_config(a)
     if a.via_http:
         from .synthetic_version import ingest_synthetic_over_http
 
@@ -40,12 +60,9 @@ def _cmd_synthetic(a: argparse.Namespace) -> int:
 
 
 def _cmd_synthetic_source(a: argparse.Namespace) -> int:
-    from mamo.core.config import from_dict
-
-    from .synthetic import SyntheticConfig
     from .synthetic_version import url_table_for, write_synthetic_url_source
 
-    cfg = from_dict(SyntheticConfig, {"n": a.n, "seed": a.seed, "image_size": a.image_size})
+    cfg = _synthetic_config(a)
     out = write_synthetic_url_source(a.out, cfg, image_format=a.format)
     if a.base_url:
         print(url_table_for(out, a.base_url))
@@ -127,6 +144,15 @@ def _cmd_serve_dir(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_scene_options(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--twins", type=float, default=0.0, metavar="SHARE",
+                   help="share of sample pairs (2k, 2k+1) generated as twins: same objects, the "
+                   "relation, count or size changed (synthetic.twins; default 0)")
+    s.add_argument("--kind-weights", type=_kind_weights, default=None, metavar="A,B,C",
+                   help="relative frequency of single, count and relation scenes "
+                   "(synthetic.kind_weights; default 1,1,1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ingest", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -144,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve the images from a loopback HTTP server and ingest them through "
                    "the real download path (img2dataset)")
     s.add_argument("--processes", type=int, default=2, help="img2dataset processes (--via-http)")
+    _add_scene_options(s)
     s.set_defaults(fn=_cmd_synthetic)
 
     s = sub.add_parser("synthetic-source",
@@ -154,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--image-size", type=int, default=128)
     s.add_argument("--format", choices=["png", "jpg"], default="png")
     s.add_argument("--base-url", default="", help="also write urls.parquet for this base URL")
+    _add_scene_options(s)
     s.set_defaults(fn=_cmd_synthetic_source)
 
     s = sub.add_parser("run", help="ingest a source (URL table, COCO, Karpathy, folder) "

@@ -23,6 +23,8 @@ def write_synthetic_version(root: str | Path, dataset: str = "synthetic", versio
     params = {"image_size": cfg.image_size, "kind_weights": list(cfg.kind_weights),
               "jpeg_quality": cfg.jpeg_quality, "texture": cfg.texture,
               "samples_per_shard": samples_per_shard}
+    if cfg.twins:  # only when on: a version without twins keeps its fingerprint and manifest
+        params["twins"] = cfg.twins
     with lock_version(root, dataset, version):
         acc = Accounting(n_input=cfg.n)
         writer = VersionWriter(root, dataset, version, samples_per_shard, overwrite, acc,
@@ -52,7 +54,7 @@ def write_synthetic_url_source(out_dir: str | Path, cfg: SyntheticConfig | None 
     lines = []
     for i in tqdm(range(cfg.n), desc="synthetic source", disable=not progress, unit="img"):
         s = make_sample(cfg.seed, i, cfg.image_size, tuple(cfg.kind_weights), cfg.jpeg_quality,
-                        cfg.texture)
+                        cfg.texture, cfg.twins)
         rel = f"images/{s.key}.{image_format}"
         if image_format == "png":
             render_image(s.scene, cfg.image_size, cfg.texture).save(out / rel, format="PNG")
@@ -100,7 +102,8 @@ def ingest_synthetic_over_http(root: str | Path, dataset: str = "synthetic-web",
 
     cfg = cfg or SyntheticConfig()
     src_cfg = SyntheticConfig(n=cfg.n, seed=cfg.seed, image_size=source_size,
-                              kind_weights=cfg.kind_weights, texture=cfg.texture)
+                              kind_weights=cfg.kind_weights, texture=cfg.texture,
+                              twins=cfg.twins)
     src = write_synthetic_url_source(Path(root) / f"_{dataset}_{version}_source", src_cfg,
                                      progress=progress)
     try:
