@@ -40,6 +40,10 @@ class ConceptSpans:
         self._cache: dict[str, dict[str, list[list[int]]]] = {}
 
     @property
+    def concept_to_id(self) -> dict[str, int]:
+        return self._store.concept_to_id if self._store is not None else {}
+
+    @property
     def enabled(self) -> bool:
         return self._store is not None
 
@@ -65,7 +69,7 @@ class TextEncoder:
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
 
     def __call__(self, captions: list[str], shard_stems: list[str], keys: list[str],
-                 counts: Counter, edits: list[list[tuple[int, int]]] | None = None
+                 counts: Counter, edits: list[list[tuple[int, int, str]]] | None = None
                  ) -> dict[str, torch.Tensor]:
         """``edits``: per caption, how a caption-true flip changed it from the annotated one."""
         from concepts.encode import encode_batch
@@ -77,7 +81,7 @@ class TextEncoder:
                 counts[MISSING_ANNOTATION] += 1
                 spans = []  # -> every label of this row is -100
             elif edits and edits[i]:
-                spans = shift_spans(spans, edits[i])
+                spans = shift_spans(spans, edits[i], self.concepts.concept_to_id)
             spans_list.append(spans)
         return encode_batch(captions, spans_list, self.tokenizer, self.max_len, self.label_pieces)
 

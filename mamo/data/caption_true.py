@@ -59,27 +59,42 @@ def caption_true_crop(w: int, h: int, scene: dict[str, Any], augment: AugmentCon
     return 0, 0, w, h
 
 
-def flip_caption(caption: str) -> tuple[str, list[tuple[int, int]]]:
+def flip_caption(caption: str) -> tuple[str, list[tuple[int, int, str]]]:
     """The caption of the mirrored image ("left" <-> "right") and its edits as
-    ``(position in the original, length change)``, for moving concept spans."""
-    edits: list[tuple[int, int]] = []
+    ``(position in the original, length change, new word)``, for moving concept spans."""
+    edits: list[tuple[int, int, str]] = []
 
     def swap(m: re.Match) -> str:
         new = _SIDE_SWAP[m.group(1)]
-        edits.append((m.start(), len(new) - len(m.group(1))))
+        edits.append((m.start(), len(new) - len(m.group(1)), new))
         return new
 
     return _SIDE_WORD.sub(swap, caption), edits
 
 
-def shift_spans(spans: list[list[int]], edits: list[tuple[int, int]]) -> list[list[int]]:
-    """Concept spans ``[start, end, id]`` of the original caption, moved to the edited one."""
+def shift_spans(spans: list[list[int]], edits: list[tuple[int, int, str]],
+                concept_ids: dict[str, int]) -> list[list[int]]:
+    """Concept spans ``[start, end, id]`` of the original caption, moved to the edited one.
+    A span that is a swapped word takes the concept of its new word ("left" -> the id of
+    "right"), or is dropped when the vocabulary has no such concept; a longer span that
+    holds a swapped word is dropped (its concept may be the old side's)."""
     def moved(pos: int) -> int:
         # a word edited at p moves every position after its start: a span's start when the
         # word lies before it, its end also when the word is inside it
-        return pos + sum(d for p, d in edits if p < pos)
+        return pos + sum(d for p, d, _ in edits if p < pos)
 
-    return [[moved(s), moved(e), c] for s, e, c in spans]
+    out = []
+    for start, end, cid in spans:
+        inside = [(p, d, w) for p, d, w in edits if start <= p < end]
+        if inside:
+            if len(inside) != 1:
+                continue
+            p, d, word = inside[0]
+            if p != start or end - start != len(word) - d or word not in concept_ids:
+                continue
+            cid = concept_ids[word]
+        out.append([moved(start), moved(end), cid])
+    return out
 
 
 def flip_scene(scene: dict[str, Any]) -> dict[str, Any]:

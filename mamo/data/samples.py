@@ -46,7 +46,7 @@ class RawBatch:
     crops: list[tuple[int, int, int, int]] = field(default_factory=list)  # x, y, w, h in pixels
     flips: list[bool] = field(default_factory=list)
     # per sample, the caption's edits by a caption-true flip (caption_true.flip_caption)
-    caption_edits: list[list[tuple[int, int]]] = field(default_factory=list)
+    caption_edits: list[list[tuple[int, int, str]]] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)
     # Text tensors when prepared ahead (DALI path, in the read thread), for ``text_keys``.
     text: dict | None = None
@@ -152,7 +152,7 @@ def read_raw_batch(index: SampleIndex, files: ShardFiles, sample_ids: np.ndarray
         except CorruptImage:
             out.skipped[CORRUPT_IMAGE] += 1
             continue
-        edits: list[tuple[int, int]] = []
+        edits: list[tuple[int, int, str]] = []
         if train:
             rng = sample_rng(seed, epoch, sid)
             scene = _scene(index, files, shard, sid) if augment.caption_true else None

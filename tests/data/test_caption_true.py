@@ -53,13 +53,21 @@ def test_the_flip_swaps_left_and_right_in_caption_and_boxes():
     assert flip_caption("a leftover rightist")[0] == "a leftover rightist"  # whole words only
 
 
-def test_concept_spans_follow_the_swapped_word():
+def test_concept_spans_follow_the_swapped_word_and_take_its_concept():
     caption = "a red circle to the left of a blue square"
     words = ["red", "circle", "left", "blue", "square"]
-    spans = [[caption.index(w), caption.index(w) + len(w), i] for i, w in enumerate(words)]
+    ids = {w: i for i, w in enumerate([*words, "right"])}
+    spans = [[caption.index(w), caption.index(w) + len(w), ids[w]] for w in words]
     new, edits = flip_caption(caption)
-    moved = shift_spans(spans, edits)
-    assert [new[s:e] for s, e, _ in moved] == ["red", "circle", "right", "blue", "square"]
+    moved = shift_spans(spans, edits, ids)
+    assert [(new[s:e], c) for s, e, c in moved] == [("red", 0), ("circle", 1), ("right", ids["right"]),
+                                                    ("blue", 3), ("square", 4)]
+    # a vocabulary without "right": the swapped word gets no label rather than the wrong one
+    no_right = {w: i for i, w in enumerate(words)}
+    assert [new[s:e] for s, e, _ in shift_spans(spans, edits, no_right)] == ["red", "circle", "blue", "square"]
+    # a longer span that holds the swapped word is dropped
+    long_span = [[caption.index("left"), caption.index("left") + len("left of"), 9]]
+    assert shift_spans(long_span, edits, ids) == []
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +83,7 @@ def relation_version(tmp_path_factory):
 
 
 def test_flipped_batches_carry_the_swapped_caption_and_its_concept_labels(relation_version):
+    from concepts.store import ConceptStore
     from concepts.tokenizer import load_tokenizer
     from mamo.data.loader import build_loader
 
@@ -85,17 +94,22 @@ def test_flipped_batches_carry_the_swapped_caption_and_its_concept_labels(relati
 
     plain, flipped = batches(0.0), batches(1.0)
     tok = load_tokenizer()
+    concept_of = ConceptStore(relation_version).concept_to_id
+    assert {"left", "right"} <= set(concept_of)  # spaCy tags them NOUN: they are concepts
     swapped = 0
     for a, b in zip(plain, flipped):
         assert a["keys"] == b["keys"]
         for i, (ca, cb) in enumerate(zip(a["captions"], b["captions"])):
             assert cb == flip_caption(ca)[0]
             swapped += ca != cb
-            # the same words carry the same concept labels, whatever the swap did to offsets
+            # every word keeps its concept label, whatever the swap did to offsets, and a
+            # swapped side word carries the concept of the word it became
             def labelled(batch: dict) -> list[tuple[str, int]]:
                 ids, labels = batch["input_ids"][i].tolist(), batch["concept_labels"][i].tolist()
-                return [(tok.id_to_token(t), c) for t, c in zip(ids, labels)
-                        if c >= 0 and tok.id_to_token(t) not in ("left", "right")]
-            assert labelled(a) == labelled(b)
+                return [(tok.id_to_token(t), c) for t, c in zip(ids, labels) if c >= 0]
+            side = {"left": "right", "right": "left"}
+            expected = [(side.get(w, w), concept_of.get(side[w], c) if w in side else c)
+                        for w, c in labelled(a)] if ca != cb else labelled(a)
+            assert labelled(b) == expected
             assert labelled(a), "the vocabulary labels some words"
     assert swapped > 5
