@@ -48,9 +48,15 @@ def run_finegrained(scorer: ModelScorer, data: EvalSet, seed: int = 0, items_per
     t0 = time.time()
     rows_of = _scene_rows(data)
     items = build_items([data.keys[i] for i in rows_of], [data.scenes[i] for i in rows_of], seed, items_per_type)
-    if image_embeds is None or image_feats is None:
-        image_embeds, image_feats = scorer.images(data.images)
     rows = np.asarray(rows_of)
+    if image_embeds is None or image_feats is None:
+        # encode only the images the (capped) items use; ``rows`` then points into that subset
+        used = sorted({it.image_index for it in items})
+        image_embeds, image_feats = scorer.images(data.images[rows[used]] if used else data.images[:0])
+        remap = np.full(len(rows_of), -1, dtype=np.int64)
+        remap[used] = np.arange(len(used))
+        rows = remap
+    timings = {"images": time.time() - t0}
 
     # one fusion pass per distinct (image, caption) pair gives the ITM score and the fused CLS
     pairs = sorted({(it.image_index, c) for it in items for c in (it.true_caption, it.negative_caption)})
@@ -73,6 +79,7 @@ def run_finegrained(scorer: ModelScorer, data: EvalSet, seed: int = 0, items_per
             uni_f.append(torch.cat([im, f, im * f], -1))
     t_idx = np.array([where[(it.image_index, it.true_caption)] for it in items], dtype=np.int64)
     n_idx = np.array([where[(it.image_index, it.negative_caption)] for it in items], dtype=np.int64)
+    timings["pairs"] = time.time() - t0 - sum(timings.values())
     per_item: dict[str, np.ndarray] = {
         "change": np.array([it.change for it in items]),
         "itm": (itm[t_idx] > itm[n_idx]).astype(float),
@@ -99,6 +106,7 @@ def run_finegrained(scorer: ModelScorer, data: EvalSet, seed: int = 0, items_per
             per_item[f"probe_{name}/{change}"] = correct
         probes[name] = table
     results["probe"] = probes
+    timings["probes"] = time.time() - t0 - sum(timings.values())
     results["probe_train_images"] = len({it.image_index for it, t in zip(items, train) if t})
 
     # masked-word scoring, for models with a text head
@@ -113,9 +121,10 @@ def run_finegrained(scorer: ModelScorer, data: EvalSet, seed: int = 0, items_per
         mw = score_queries(queries, len(items), logits_fn, scorer.batch_size)
         per_item["masked_word"] = mw
         results["masked_word"] = {"target": target, **masked_word_table(items, mw)}
+        timings["masked_word"] = time.time() - t0 - sum(timings.values())
     results["finegrained_seconds"] = round(time.time() - t0, 1)
-    log.info("fine-grained readouts: %d items over %d images (%.1fs)", len(items), len(rows_of),
-             time.time() - t0)
+    log.info("fine-grained readouts: %d items over %d images (%.1fs: %s)", len(items), len(rows_of),
+             time.time() - t0, ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     return results, per_item
 
 
