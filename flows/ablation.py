@@ -9,9 +9,14 @@ Variants (configs/ablation.yaml, each a list of dotted overrides of the training
 
 Each variant is trained for the same number of steps over several seeds (``train.seed`` and
 ``data.seed``), on the demo's data (prepared by the demo's stages if missing), then evaluated
-on the held-out version. The table gives mean ± sample standard deviation over seeds, and
-the min-max range (``mamo.evaluation.ablation``). Finished runs and evaluations are reused, so
-an interrupted ablation continues where it stopped.
+on the held-out version: retrieval, and the fine-grained readouts (ITM/ITC benchmark, linear
+probes, masked-word scoring) on a held-out synthetic version sized for >= 2,000 items per
+change type (generated once under ``<out>/heldout``), with accuracy-versus-steps curves from
+the runs' checkpoints. The table gives mean ± sample standard deviation over seeds, and the
+min-max range (``mamo.evaluation.ablation``); ``ablation.json`` holds the per-seed metrics and
+the paired bootstrap intervals of the differences (``eval.reference`` minus each other
+variant). Finished runs and evaluations are reused, so an interrupted ablation continues where
+it stopped; the training stamp covers training arguments only.
 
     python -m flows.ablation                        # configs/ablation.yaml
     python -m flows.ablation steps=50 seeds=[0,1]   # dotted overrides
@@ -201,8 +206,7 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
             final, res_file = rd.final.weights, rd.results
             print(f"=== evaluate {variant} seed {seed} ({time.time() - t0:.0f} s elapsed)", flush=True)
             stamp = Stamp(rd.path / "eval_args.json", eval_params)
-            fresh = (stamp.matches() and res_file.is_file() and (rd.path / ITEMS_FILE).is_file()
-                     and res_file.stat().st_mtime >= final.stat().st_mtime)
+            fresh = stamp.matches() and res_file.is_file() and res_file.stat().st_mtime >= final.stat().st_mtime
             if not fresh:
                 if fg_version is not None and fg_set is None:
                     fg_set = load_heldout(fg_version, rd)
