@@ -16,7 +16,9 @@ never equals the other object's (so "a red circle left of a red circle" cannot a
 
 A model scores (image, caption) pairs; an item is correct when the true caption scores
 strictly higher than the negative (ties count as wrong, as in retrieval). Accuracy is
-reported per change type and overall (mean over items); chance is 50%.
+reported per change type and overall (mean over items); chance is 50%. ``build_items(...,
+items_per_type=N)`` keeps the first N items of each type (in image order), so a held-out
+version with enough relation and count scenes gives the same item count for every type.
 """
 from __future__ import annotations
 
