@@ -4,7 +4,9 @@ Pre-training evaluation (zero-shot retrieval + fine-grained benchmark + HTML rep
     python -m mamo.evaluate --run-dir runs/demo/tiny
     python -m mamo.evaluate --checkpoint runs/x/final/model.safetensors --data data/synthetic/eval
   writes <out>/results.json and <out>/report/index.html (<out> defaults to the run directory)
-  and prints the headline figures.
+  and prints the headline figures. The fine-grained readouts (ITM/ITC benchmark, linear
+  probes, masked-word scoring) can run on their own, larger synthetic version:
+    python -m mamo.evaluate --run-dir runs/demo/tiny --fg-data data/synthetic/fg --items-per-type 2000
 
 Downstream tasks (retrieval, vqa, nlvr2, grounding) on the eval split of their data:
     python -m mamo.evaluate --task vqa --config configs/finetune/vqa.yaml --checkpoint runs/finetune/vqa
@@ -27,7 +29,8 @@ from mamo.downstream.config import TASKS
 log = logging.getLogger("mamo.evaluate")
 # Options of the pre-training evaluation only (with their defaults); --task refuses them.
 PRETRAIN_DEFAULTS = {"data": None, "k": 16, "max_items": 500, "seed": 0, "examples": 8, "device": "cpu",
-                     "threads": 0}
+                     "threads": 0, "fg_data": None, "items_per_type": 0, "probe_train_share": 0.5,
+                     "fg_max_images": 0}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,18 +52,27 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--examples", type=int, help="images in the examples grid (default 8)")
     g.add_argument("--device", help="cpu (default), cuda, ...")
     g.add_argument("--threads", type=int, help="torch CPU threads (default 0 = torch's default)")
+    g.add_argument("--fg-data", help="a synthetic version for the fine-grained readouts (benchmark, "
+                                     "probes, masked words; default: the eval data's own scenes)")
+    g.add_argument("--items-per-type", type=int, help="fine-grained items per change type (default 0 = all)")
+    g.add_argument("--probe-train-share", type=float,
+                   help="share of the fine-grained images that train the linear probes (default 0.5)")
+    g.add_argument("--fg-max-images", type=int, help="read at most N images of --fg-data (default 0 = all)")
     p.set_defaults(overrides=[])
     return p
 
 
 def evaluate_pretraining(a: argparse.Namespace) -> int:
     from mamo.evaluation.report import print_headline
-    from mamo.evaluation.runner import evaluate
+    from mamo.evaluation.runner import FineGrained, evaluate
 
     o = {k: (PRETRAIN_DEFAULTS[k] if getattr(a, k) is None else getattr(a, k)) for k in PRETRAIN_DEFAULTS}
+    if not 0.0 < o["probe_train_share"] < 1.0:
+        raise UserError(f"--probe-train-share must be in (0, 1), got {o['probe_train_share']}")
+    fg = FineGrained(o["fg_data"], o["items_per_type"] or None, o["probe_train_share"], o["fg_max_images"] or None)
     results, report = evaluate(a.run_dir, a.checkpoint, o["data"], a.config, a.out, o["k"],
                                o["max_items"] or None, o["seed"], o["examples"], o["device"],
-                               tuple(a.overrides), o["threads"])
+                               tuple(a.overrides), o["threads"], fg)
     print_headline(results, report)
     return 0
 

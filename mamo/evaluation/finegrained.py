@@ -16,7 +16,9 @@ never equals the other object's (so "a red circle left of a red circle" cannot a
 
 A model scores (image, caption) pairs; an item is correct when the true caption scores
 strictly higher than the negative (ties count as wrong, as in retrieval). Accuracy is
-reported per change type and overall (mean over items); chance is 50%.
+reported per change type and overall (mean over items); chance is 50%. ``build_items(...,
+items_per_type=N)`` keeps the first N items of each type (in image order), so a held-out
+version with enough relation and count scenes gives the same item count for every type.
 """
 from __future__ import annotations
 
@@ -124,16 +126,32 @@ def make_negatives(scene: dict[str, Any], rng: np.random.Generator) -> list[Nega
     return negatives
 
 
-def build_items(keys: Sequence[str], scenes: Sequence[dict[str, Any]], seed: int = 0) -> list[Item]:
-    """All benchmark items for images ``0..len(scenes)-1`` (deterministic given ``seed``)."""
+def build_items(keys: Sequence[str], scenes: Sequence[dict[str, Any]], seed: int = 0,
+                items_per_type: int | None = None) -> list[Item]:
+    """The benchmark items for images ``0..len(scenes)-1`` (deterministic given ``seed``).
+
+    ``items_per_type``: keep at most this many items of each change type, the first ones in
+    image order (so a smaller cap gives a subset of a larger one's items); None = all."""
     items: list[Item] = []
+    kept: dict[str, int] = {}
     for idx, (key, scene) in enumerate(zip(keys, scenes)):
         # a per-image stream: adding images never changes the negatives of earlier ones
         rng = np.random.default_rng([int(seed), int(scene.get("seed", 0)), int(scene.get("index", idx))])
         truth = render_caption(scene)
         for neg in make_negatives(scene, rng):
+            if items_per_type is not None and kept.get(neg.change, 0) >= items_per_type:
+                continue
+            kept[neg.change] = kept.get(neg.change, 0) + 1
             items.append(Item(idx, key, neg.change, truth, neg.caption))
     return items
+
+
+def items_per_type(items: Sequence[Item]) -> dict[str, int]:
+    """How many items of each change type (in ``CHANGE_TYPES`` order)."""
+    counts = {c: 0 for c in CHANGE_TYPES}
+    for it in items:
+        counts[it.change] += 1
+    return {c: n for c, n in counts.items() if n}
 
 
 # (image indices, captions) -> scores, one per pair; higher = better match.

@@ -239,6 +239,16 @@ def print_headline(results: dict[str, Any], report: Path | None = None) -> None:
     if fg:
         per = ", ".join(f"{c} {v:.0f}" for c, v in fg.items() if c not in ("overall", "n_items"))
         print(f"  fine-grained itm per change (%): {per}")
+    for name, table in (results.get("probe") or {}).items():
+        per = ", ".join(f"{c} {v:.0f}" for c, v in table.items() if v is not None)
+        print(f"  probe {name} (%): {per}")
+    mw = results.get("masked_word")
+    if mw:
+        per = ", ".join(f"{c} {'-' if v is None else f'{v:.0f}'}" for c, v in mw.items() if c != "target")
+        print(f"  masked word ({mw['target']} head, %): {per}")
+    if "finegrained_items_per_type" in results:
+        print(f"  fine-grained items per type: {results['finegrained_items_per_type']} "
+              f"({results.get('finegrained_seconds', 0):.0f} s)")
     if report:
         print(f"  report: {report}")
 
@@ -298,6 +308,17 @@ def write_report(
     if fg:
         plot_finegrained(fg, out / "finegrained.png")
         parts.append("<img src='finegrained.png' alt='fine-grained accuracy per change type'>")
+    more = {f"probe {k}": {c: ("n/a" if x is None else x) for c, x in v.items()}
+            for k, v in (results.get("probe") or {}).items()}
+    if results.get("masked_word"):
+        more[f"masked word ({results['masked_word']['target']})"] = {
+            k: ("n/a" if v is None else v) for k, v in results["masked_word"].items() if k != "target"}
+    if more:
+        parts.append("<p>Linear probes on frozen features (fused [CLS]; unimodal CLS features), "
+                     "trained on one half of the images and scored on the other, and masked-word "
+                     "scoring (the text head's probability of the true word against its swap); "
+                     f"items per change type: {html.escape(str(results.get('finegrained_items_per_type', '')))}.</p>")
+        parts.append(table_html(more, row_header="readout"))
     parts.append("</section>")
 
     # examples

@@ -77,6 +77,42 @@ class ModelScorer:
             out.append(sc.float().cpu())
         return torch.cat(out).numpy() if out else np.zeros(0)
 
+    @torch.inference_mode()
+    def fuse_pairs(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor,
+                   attention_mask: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+        """One fusion pass per (image, text) row pair: ``(ITM log-odds [B], fused CLS
+        features [B, 2D])``, the features being the fusion output at position 0 (the image
+        [CLS]) and at the text [CLS] (what the ITM head reads), concatenated."""
+        scores, feats = [], []
+        for s in range(0, len(image_embeds), self.batch_size):
+            fused = self.model.fuse(image_embeds[s : s + self.batch_size].to(self.device),
+                                    text_embeds[s : s + self.batch_size].to(self.device),
+                                    attention_mask[s : s + self.batch_size].to(self.device))
+            logits = self.model.itm_head(fused.text_cls)
+            scores.append((logits[:, 1] - logits[:, 0]).float().cpu())
+            feats.append(torch.cat([fused.hidden[:, 0], fused.text_cls], -1).float().cpu())
+        if not scores:
+            return np.zeros(0), torch.zeros(0)
+        return torch.cat(scores).numpy(), torch.cat(feats)
+
+    @property
+    def text_target(self) -> str | None:
+        """What the model's text head predicts ("mlm" or "concept"); None without one."""
+        if getattr(self.model, "text_head", None) is None:
+            return None
+        return str(self.model.loss_cfg.text_target)
+
+    @torch.inference_mode()
+    def text_logits(self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    positions: torch.Tensor) -> torch.Tensor:
+        """The text head's logits ``[B, P, C]`` at text ``positions [B, P]`` of the fused
+        student on (image, caption); the caption is taken as given (masks included)."""
+        dev = self.device
+        e, _ = self.model.encode_text(input_ids.to(dev), attention_mask.to(dev))
+        fused = self.model.fuse(image_embeds.to(dev), e, attention_mask.to(dev))
+        h = fused.text_hidden.gather(1, positions.to(dev)[..., None].expand(-1, -1, fused.hidden.shape[-1]))
+        return self.model.text_head(h).float().cpu()
+
 
 @dataclass
 class Retrieval:

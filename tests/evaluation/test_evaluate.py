@@ -64,3 +64,27 @@ def test_evaluate_checkpoint_with_data(tiny_run, tmp_path):
     res2, _ = evaluate(checkpoint=run / "final" / "model.safetensors", data=version, out_dir=tmp_path / "b",
                        k=4, max_items=12, n_examples=2)
     assert res2["retrieval"] == res["retrieval"] and res2["finegrained"] == res["finegrained"]
+
+
+def test_evaluate_finegrained_readouts_on_their_own_version(tiny_run, tmp_path, capsys):
+    import numpy as np
+
+    from mamo.evaluate import main
+    from mamo.evaluation.runner import ITEMS_FILE, load_items
+
+    run, version = tiny_run
+    out = tmp_path / "fg"
+    assert main(["--run-dir", str(run), "--out", str(out), "--k", "4", "--examples", "2", "--max-items", "8",
+                 "--fg-data", str(version), "--items-per-type", "3", "--probe-train-share", "0.5"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["n_images"] == 8 and res["finegrained_images"] == 24  # retrieval on 8, readouts on all 24
+    counts = res["finegrained_items_per_type"]
+    assert counts and all(1 <= n <= 3 for n in counts.values())
+    assert res["finegrained"]["itm"]["n_items"] == sum(counts.values())
+    assert set(res["probe"]) == {"fused", "unimodal"}
+    assert res["masked_word"] is None  # the concept head's vocabulary is not there: no number
+    items = load_items(out / ITEMS_FILE)
+    assert len(items["itm"]) == sum(counts.values()) and set(np.unique(items["itm"])) <= {0.0, 1.0}
+    assert "probe_fused/overall" in items
+    assert "probe fused (%)" in capsys.readouterr().out
+    assert main(["--run-dir", str(run), "--out", str(out), "--probe-train-share", "1.5"]) == 2

@@ -81,3 +81,24 @@ def test_items_are_deterministic_and_scored():
     rng = np.random.default_rng(0)
     acc = accuracy_table(items, score_items(items, lambda i, c: rng.normal(size=len(c))))
     assert 35 < acc["overall"] < 65  # a random scorer is near chance
+
+
+def test_items_per_type_caps_each_type_with_a_prefix_of_the_full_set():
+    from mamo.evaluation.finegrained import items_per_type
+
+    keys = [f"k{i}" for i in range(len(SCENES))]
+    full = build_items(keys, SCENES, seed=0)
+    capped = build_items(keys, SCENES, seed=0, items_per_type=20)
+    counts = items_per_type(capped)
+    assert set(counts) == set(CHANGE_TYPES) and all(n == 20 for n in counts.values())
+    for change in CHANGE_TYPES:  # the first 20 of each type, the same negatives as without a cap
+        assert [it for it in capped if it.change == change] == [it for it in full if it.change == change][:20]
+    assert sum(items_per_type(full).values()) == len(full)
+
+
+def test_masked_word_finds_one_changed_word_in_every_synthetic_negative():
+    # masked-word scoring needs exactly one differing word between truth and negative
+    from mamo.evaluation.masked_word import _changed_word
+
+    items = build_items([f"k{i}" for i in range(len(SCENES))], SCENES, seed=0)
+    assert all(_changed_word(it.true_caption, it.negative_caption) is not None for it in items)
