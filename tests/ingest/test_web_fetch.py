@@ -227,8 +227,14 @@ def test_through_img2dataset_workers(tmp_path, second_server):
         pq.write_table(pa.table({"url": [base + p for p in paths],
                                  "caption": [f"row {p}" for p in paths]}), table)
         m = ingest_urls(_cfg(tmp_path, table, **{"download.min_host_interval": "0.1"}))
+    # Per-host interval, in workers. The times are the server's: on a loaded machine its
+    # handler thread can run one request late, next to the following one (seen twice), so
+    # one short gap is allowed; without the gate most gaps are short (rows are fetched by
+    # several threads at once). The exact spacing is checked in
+    # test_a_process_that_oversleeps_its_turn_does_not_start_next_to_the_following_one.
     times = sorted(t for t, *_ in log)
-    assert min(b - a for a, b in zip(times, times[1:])) >= 0.09  # per-host interval, in workers
+    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    assert len(gaps) >= 6 and gaps[1] >= 0.09, gaps
     assert sum(1 for _, p, _ in log if p == "/robots.txt") == 1
     fails = {r["row"]: (r["status"], r["reason"], r["detail"])
              for r in read_failures(tmp_path / "out" / "web" / "v1" / "failures.parquet")}
