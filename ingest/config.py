@@ -70,6 +70,9 @@ class DownloadConfig:
         default_factory=lambda: ["noai", "noimageai", "noindex", "noimageindex", "noml"])
     max_per_host: Annotated[int, Field(ge=1)] = 16  # requests in flight per host
     min_host_interval: Annotated[float, Field(ge=0)] = 0.0  # seconds between requests to a host
+    # JSON lines, one per request start (wall time, host id), appended by every worker when
+    # min_host_interval > 0: an audit of the spacing a run kept (empty = none)
+    request_log: str = ""
     rate_limit_retries: Annotated[int, Field(ge=0, le=10)] = 2  # 429/503 retries, then rate_limited
     max_retry_after: Annotated[float, Field(ge=0)] = 30.0  # longer Retry-After: give up at once
     max_bytes: Annotated[int, Field(ge=1024)] = 50 * 1024 * 1024  # body cap -> response_too_large

@@ -210,7 +210,7 @@ def fetch_policy(cfg: IngestConfig, state_dir: Path | str = "") -> dict[str, Any
             "robots": d.robots_txt, "max_per_host": d.max_per_host,
             "min_interval": d.min_host_interval, "rate_limit_retries": d.rate_limit_retries,
             "max_retry_after": d.max_retry_after, "max_bytes": d.max_bytes,
-            "state_dir": str(state_dir)}
+            "state_dir": str(state_dir), "request_log": d.request_log}
 
 
 def _i2d_params(cfg: IngestConfig, url_list: Path, out: Path, wdir: Path) -> dict[str, Any]:

@@ -78,6 +78,7 @@ class FetchPolicy:
     max_retry_after: float = 30.0  # longer Retry-After values are not waited for
     max_bytes: int = 50 * 1024 * 1024  # a longer body ends the row as response_too_large
     state_dir: str = ""  # robots cache and host locks (shared by worker processes)
+    request_log: str = ""  # JSON lines of request starts (download.request_log)
 
 
 class FetchRefused(Exception):
@@ -204,6 +205,15 @@ class HostGate:
                     os.close(fd)
             time.sleep(0.005)
 
+    def _log_start(self, when: float, host: str) -> None:
+        if self.p.request_log:  # one short O_APPEND write per line: workers do not interleave
+            line = json.dumps({"time": when, "host": host}) + "\n"
+            fd = os.open(self.p.request_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+
     def _wait_interval_local(self, origin: str) -> None:
         if self.p.min_interval <= 0:
             return
@@ -233,6 +243,7 @@ class HostGate:
                 due = float(raw) if raw.strip() else 0.0
                 if now >= due:
                     os.pwrite(fd, repr(now + self.p.min_interval).encode().ljust(32), 0)
+                    self._log_start(now, hid)
                     return
             finally:
                 os.close(fd)
