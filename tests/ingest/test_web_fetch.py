@@ -227,8 +227,22 @@ def test_through_img2dataset_workers(tmp_path, second_server):
         pq.write_table(pa.table({"url": [base + p for p in paths],
                                  "caption": [f"row {p}" for p in paths]}), table)
         starts = tmp_path / "starts.jsonl"
-        m = ingest_urls(_cfg(tmp_path, table, **{"download.min_host_interval": "0.1",
-                                                 "download.request_log": str(starts)}))
+        # a wrapper left in place by an earlier run in this process, with a policy that has
+        # no interval and no log: the run must use its own policy, not nest inside it
+        import functools
+        import sys
+
+        import img2dataset  # noqa: F401
+        from ingest.fetch import SafeDownloader
+        i2d_main = sys.modules["img2dataset.main"]
+        true_cls = i2d_main.Downloader
+        stale = functools.wraps(true_cls)(lambda *a, **k: SafeDownloader(true_cls(*a, **k), FetchPolicy()))
+        i2d_main.Downloader = stale
+        try:
+            m = ingest_urls(_cfg(tmp_path, table, **{"download.min_host_interval": "0.1",
+                                                     "download.request_log": str(starts)}))
+        finally:
+            i2d_main.Downloader = true_cls
     # Per-host interval, in img2dataset's workers, from the starts they logged as they passed
     # the shared gate. (The server's own times are no measure of it: on a loaded machine its
     # thread was seen handling a run's requests in one late burst.)
