@@ -51,6 +51,9 @@ class DemoData:
     samples_per_shard: int = 1000
     download_processes: int = 1
     download_threads: int = 8
+    # share of training pairs (2k, 2k+1) generated as relation twins (`ingest synthetic
+    # --twins`); 0 for the demo (web data has none); the twin-trained ablation sets it
+    twins: Annotated[float, Field(ge=0, le=1)] = 0.0
 
     def __post_init__(self) -> None:
         check(self.seed != self.eval_seed, "eval_seed", "must differ from data.seed (held out)")
@@ -136,14 +139,16 @@ def prepare_data(cfg: DemoConfig, st: Stages | None = None) -> tuple[Path, Path]
 
         if source.exists():
             shutil.rmtree(source)
-        write_synthetic_url_source(source, SyntheticConfig(n=d.n, seed=d.seed, image_size=d.image_size),
-                                   image_format="jpg")
+        write_synthetic_url_source(source, SyntheticConfig(n=d.n, seed=d.seed, image_size=d.image_size,
+                                                           twins=d.twins), image_format="jpg")
 
     def source_ok() -> bool:
         f = source / "captions.jsonl"
         return f.is_file() and sum(1 for line in f.open() if line.strip()) == d.n
 
-    st.run("source", {"n": d.n, "seed": d.seed, "size": d.image_size}, source_ok, do_source)
+    # (a twin share of 0 keeps the key of sources made before twins existed: no redo)
+    st.run("source", {"n": d.n, "seed": d.seed, "size": d.image_size, **({"twins": d.twins} if d.twins else {})},
+           source_ok, do_source)
 
     # 2. held-out evaluation data (same generator, another seed; written locally)
     def do_evaldata() -> None:

@@ -346,7 +346,7 @@ TOP_LEVEL: dict[str, tuple[str, tuple[str, ...]]] = {
     "concepts": ("concepts.config:ConceptsConfig", ("configs/concepts/*.yaml",)),
     "finetune": ("mamo.downstream.config:FinetuneConfig", ("configs/finetune/*.yaml",)),
     "demo": ("flows.demo:DemoConfig", ("configs/demo.yaml",)),
-    "ablation": ("flows.ablation:AblationConfig", ("configs/ablation.yaml", "configs/method_sweep.yaml")),
+    "ablation": ("flows.ablation:AblationConfig", ("configs/ablation*.yaml", "configs/method_sweep.yaml")),
     "run": ("mamo.trainer.config:RunConfig", ("configs/*.yaml",)),
 }
 

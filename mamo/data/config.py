@@ -75,6 +75,10 @@ class DataConfig:
     # Shuffle (train): shard order is permuted per epoch, then samples pass through a
     # shuffle buffer of this many samples (>= dataset size = a full permutation).
     shuffle_buffer: Annotated[int, Field(ge=1)] = 10000
+    # Runs of this many consecutive samples of a shard are shuffled as one unit (kept
+    # together, in order). 2 keeps relation twins (`ingest synthetic --twins`, samples 2k and
+    # 2k+1) in one batch: with an even batch size each caption meets its swapped twin.
+    shuffle_group: Annotated[int, Field(ge=1)] = 1
     seed: int = 0
     # Train only: drop this rank's last partial batch. Eval always keeps it.
     drop_last: bool = True

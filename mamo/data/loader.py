@@ -80,7 +80,8 @@ class Loader:
             self._plan = rank_plan(
                 self.index.shard_sizes, seed=self.cfg.seed, epoch=self.epoch, rank=self.rank,
                 world_size=self.world_size, batch_size=self.cfg.batch_size, train=self.train,
-                buffer_size=self.cfg.shuffle_buffer, drop_last=self.cfg.drop_last)
+                buffer_size=self.cfg.shuffle_buffer, drop_last=self.cfg.drop_last,
+                group=self.cfg.shuffle_group)
             self._plan_epoch = self.epoch
         return self._plan
 

@@ -9,6 +9,10 @@ shuffle buffer (seeded per epoch), and the result is cut into ``world_size`` con
 parts, one per rank (contiguous, so a rank mostly reads its own shards). Parts are made
 equal by repeating samples from the start of the order (as torch's DistributedSampler does),
 so every rank runs the same number of steps; the repeats are counted (``padded``).
+With ``group`` > 1 the units of the shuffle are runs of ``group`` consecutive samples of a
+shard (its last run may be shorter), kept together and in order: relation twins, written as
+samples ``2k`` and ``2k+1``, then land in the same batch (even shard sizes and an even batch
+size keep every pair whole), so ITC and ITM see each caption against its swapped twin.
 Eval: no shuffle, no repeats; parts differ by at most one sample and the ranks together
 see every sample exactly once.
 """
@@ -35,8 +39,10 @@ def buffer_shuffle(items: np.ndarray, buffer_size: int, rng: np.random.Generator
     return out
 
 
-def epoch_order(shard_sizes: list[int], seed: int, epoch: int, shuffle: bool, buffer_size: int) -> np.ndarray:
-    """Global sample ids (0..N-1, manifest order) in this epoch's reading order."""
+def epoch_order(shard_sizes: list[int], seed: int, epoch: int, shuffle: bool, buffer_size: int,
+                group: int = 1) -> np.ndarray:
+    """Global sample ids (0..N-1, manifest order) in this epoch's reading order; with
+    ``group`` > 1, runs of ``group`` consecutive samples of a shard move as one unit."""
     starts = np.concatenate([[0], np.cumsum(shard_sizes)]).astype(np.int64)
     if not shuffle:
         return np.arange(starts[-1], dtype=np.int64)
@@ -44,7 +50,19 @@ def epoch_order(shard_sizes: list[int], seed: int, epoch: int, shuffle: bool, bu
     shard_perm = rng.permutation(len(shard_sizes))
     ids = np.concatenate([np.arange(starts[s], starts[s + 1], dtype=np.int64) for s in shard_perm]) \
         if len(shard_sizes) else np.zeros(0, dtype=np.int64)
-    return buffer_shuffle(ids, buffer_size, rng)
+    if group <= 1 or ids.size == 0:
+        return buffer_shuffle(ids, buffer_size, rng)
+    # the units: runs [start, end) of positions in `ids`, never across a shard's end
+    run_starts, run_ends, off = [], [], 0
+    for s in shard_perm:
+        n = shard_sizes[s]
+        r = np.arange(off, off + n, group, dtype=np.int64)
+        run_starts.append(r)
+        run_ends.append(np.minimum(r + group, off + n))
+        off += n
+    starts_, ends_ = np.concatenate(run_starts), np.concatenate(run_ends)
+    units = buffer_shuffle(np.arange(len(starts_)), max(1, buffer_size // group), rng)
+    return np.concatenate([ids[starts_[u]:ends_[u]] for u in units]) if len(units) else ids
 
 
 @dataclass(frozen=True)
@@ -73,10 +91,11 @@ class RankPlan:
 
 
 def rank_plan(shard_sizes: list[int], *, seed: int, epoch: int, rank: int, world_size: int,
-              batch_size: int, train: bool, buffer_size: int, drop_last: bool) -> RankPlan:
+              batch_size: int, train: bool, buffer_size: int, drop_last: bool,
+              group: int = 1) -> RankPlan:
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
-    order = epoch_order(shard_sizes, seed, epoch, shuffle=train, buffer_size=buffer_size)
+    order = epoch_order(shard_sizes, seed, epoch, shuffle=train, buffer_size=buffer_size, group=group)
     n = len(order)
     padded = 0
     if train:

@@ -67,3 +67,27 @@ def test_rank_plans_are_deterministic():
                   buffer_size=4, drop_last=True)
     assert a.samples.tolist() == b.samples.tolist() and a.num_batches == 3
     assert epoch_order([5, 7, 9], 1, 2, True, 4).tolist() != epoch_order([5, 7, 9], 1, 3, True, 4).tolist()
+
+
+def test_shuffle_groups_keep_consecutive_pairs_in_one_batch():
+    sizes = [10, 8, 12]  # even shards: samples (2k, 2k+1) of each shard form the units
+    order = epoch_order(sizes, 3, 0, True, 8, group=2)
+    assert sorted(order.tolist()) == list(range(30))  # a permutation: nothing lost or repeated
+    pairs = order.reshape(-1, 2)
+    assert (pairs[:, 1] == pairs[:, 0] + 1).all() and (pairs[:, 0] % 2 == 0).all()
+    assert order.tolist() != list(range(30))  # and the pairs are shuffled
+    plan = rank_plan(sizes, seed=3, epoch=0, rank=0, world_size=1, batch_size=4, train=True,
+                     buffer_size=8, drop_last=True, group=2)
+    for i in range(plan.num_batches):  # every batch holds whole pairs
+        b = plan.batch(i).tolist()
+        assert all(x + 1 in b for x in b if x % 2 == 0) and all(x - 1 in b for x in b if x % 2)
+
+
+def test_shuffle_groups_never_cross_a_shard_end():
+    # shards of 5 and 3: units [0,1] [2,3] [4] | [5,6] [7]; a unit across the end would be [4,5]
+    for seed in range(20):
+        order = epoch_order([5, 3], seed, 1, True, 100, group=2).tolist()
+        assert sorted(order) == list(range(8))
+        for first in (0, 2, 5):
+            assert order[order.index(first) + 1] == first + 1
+    assert epoch_order([5, 3], 0, 1, True, 100, group=1).tolist() == epoch_order([5, 3], 0, 1, True, 100).tolist()
