@@ -289,6 +289,44 @@ def _check_image(data: bytes, quality: int) -> tuple[bytes, int, int, Any]:
     return buf.getvalue(), rgb.width, rgb.height, rgb
 
 
+def _prepare_image(data: bytes, quality: int, want_fingerprint: bool
+                   ) -> tuple[bytes, int, int, tuple[int, bytes] | None] | Exception:
+    """``_check_image`` and (if wanted) the near-duplicate fingerprint of one downloaded
+    image, or the decoder's exception (a bad image is an outcome, not a crash)."""
+    from .near_dup import fingerprint
+
+    try:
+        jpg, w, h, decoded = _check_image(data, quality)
+    except Exception as e:  # noqa: BLE001 - any decoder error means a bad image
+        return e
+    return jpg, w, h, (fingerprint(decoded) if want_fingerprint else None)
+
+
+def _ordered_map(fn: Any, items: list[Any], workers: int, window: int = 64) -> Any:
+    """``map(fn, items)`` in order, ``workers`` threads ahead of the consumer, at most
+    ``window`` results held. Pillow's decode and resize release the GIL, so the decode of
+    the next images overlaps the tar reading and writing of this one; a bounded window keeps
+    a chunk of large images from being held decoded all at once."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        pending: deque[Any] = deque()
+        it = iter(items)
+        for x in it:
+            pending.append(ex.submit(fn, x))
+            if len(pending) >= window:
+                break
+        while pending:
+            yield pending.popleft().result()
+            for x in it:
+                pending.append(ex.submit(fn, x))
+                break
+
+
 def _read_journal(path: Path) -> list[dict[str, Any]]:
     out = []
     if not path.is_file():
@@ -355,7 +393,7 @@ def finalize_chunk(cfg: IngestConfig, vdir: Path, chunk: int, shard_index: int,
                    seen_hashes: set[str], near: NearDupState | None = None) -> dict[str, Any]:
     """Post-process one downloaded chunk into our shard ``shard_index`` (if any sample
     survives); returns the journal entry. ``seen_hashes`` (and ``near``) are updated."""
-    from .near_dup import encode_thumb, fingerprint, hash_hex
+    from .near_dup import encode_thumb, hash_hex
 
     if near is None:
         near = near_dup_state(cfg, vdir)  # (None again when the checks are off)
@@ -376,6 +414,12 @@ def finalize_chunk(cfg: IngestConfig, vdir: Path, chunk: int, shard_index: int,
     writer: ShardWriter | None = None
     hashes: list[str] = []
     phashes: list[list[str]] = []
+    # decoded (and fingerprinted) ahead in threads, consumed in row order below
+    to_decode = [images[st["key"]] for row_id in sorted(info)
+                 if (st := status_rows.get(row_id)) is not None and st.get("status") == "success"
+                 and images.get(st.get("key") or "") is not None]
+    prepared = _ordered_map(lambda d: _prepare_image(d, cfg.download.encode_quality, near is not None),
+                            to_decode, workers=min(4, os.cpu_count() or 1))
     for row_id in sorted(info):
         r = info[row_id]
         url, caption = r["url"], r["caption"]
@@ -400,12 +444,12 @@ def finalize_chunk(cfg: IngestConfig, vdir: Path, chunk: int, shard_index: int,
             acc.record(row_id, "failed", "missing_from_downloader", f"status {status!r}",
                        url=url, caption=caption)
             continue
-        try:
-            jpg, w, h, decoded = _check_image(data, cfg.download.encode_quality)
-        except Exception as e:  # noqa: BLE001 - any decoder error means a bad image
-            acc.record(row_id, "failed", "decode_error", f"{type(e).__name__}: {e}", url=url,
+        ready = next(prepared)
+        if isinstance(ready, Exception):
+            acc.record(row_id, "failed", "decode_error", f"{type(ready).__name__}: {ready}", url=url,
                        caption=caption)
             continue
+        jpg, w, h, fp = ready
         src_hash = st.get("sha256") or hashlib.sha256(data).hexdigest()
         if cfg.filters.dedup_images and src_hash in seen_hashes:
             acc.record(row_id, "duplicate", "duplicate_image", src_hash, url=url, caption=caption)
@@ -413,7 +457,8 @@ def finalize_chunk(cfg: IngestConfig, vdir: Path, chunk: int, shard_index: int,
         key = f"r{row_id:09d}"
         near_meta: dict[str, str] = {}
         if near is not None:
-            ph, thumb = fingerprint(decoded)
+            assert fp is not None
+            ph, thumb = fp
             hit = near.exclude.find(ph, thumb) if near.exclude is not None else None
             if hit is not None:
                 acc.record(row_id, "filtered", "contaminated", f"image near-duplicate of "
