@@ -54,6 +54,8 @@ class DemoData:
     # share of training pairs (2k, 2k+1) generated as relation twins (`ingest synthetic
     # --twins`); 0 for the demo (web data has none); the twin-trained ablation sets it
     twins: Annotated[float, Field(ge=0, le=1)] = 0.0
+    # extra dotted overrides for the ingest flow (after the demo's own, so they win)
+    ingest_overrides: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check(self.seed != self.eval_seed, "eval_seed", "must differ from data.seed (held out)")
@@ -179,11 +181,11 @@ def prepare_data(cfg: DemoConfig, st: Stages | None = None) -> tuple[Path, Path]
                      "source.extra_cols=[synthetic]", "source.json_cols=[synthetic]",
                      f"download.image_size={d.image_size}", "download.allow_private=true",
                      f"download.processes={d.download_processes}", f"download.threads={d.download_threads}",
-                     f"filters.exclude_versions=[{eval_version}]"],
+                     f"filters.exclude_versions=[{eval_version}]", *d.ingest_overrides],
                     env=stage_env(root))
 
     st.run("ingest", {"n": d.n, "seed": d.seed, "size": d.image_size, "shard": d.samples_per_shard,
-                      "exclude": str(eval_version)},
+                      "exclude": str(eval_version), **({"overrides": d.ingest_overrides} if d.ingest_overrides else {})},
            lambda: _manifest_ok(train_version), do_ingest)
 
     # 4. concepts (the flow writes concepts/<vocab_id>/ and concepts/LATEST)
