@@ -113,6 +113,9 @@ def test_lambda_t_mlm_zero_has_no_mlm_head_and_heads_follow_the_losses():
     # a concept_mlm model trains on with concept targets: the MLM head is dropped
     model = micro_model(["text_target=concept_mlm"])
     assert model.use_losses(loss_config(["text_target=concept"])) == ["mlm_head"]
+    # fine-tuning without MMM drops both text heads
+    model = micro_model(["text_target=concept_mlm"])
+    assert set(model.use_losses(loss_config(["w_mmm=0", "text_target=none"]))) >= {"text_head", "mlm_head"}
     # ... but not with token MLM in the text head (it predicts concepts), and a concept model
     # cannot grow an (untrained) MLM head
     with pytest.raises(ValueError, match="predicts 'concept_mlm' targets"):
