@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from mamo.model.mamo import MAMO
 
 # Data settings the eval transform needs when a config lacks them (mamo.data.config defaults).
-_CONCEPT_HEAD = "text_head.decoder.weight"  # [num_concepts, width] (text_target=concept)
+_CONCEPT_HEAD = "text_head.decoder.weight"  # [num_concepts, width] (text_target=concept or concept_mlm)
 _DATA_DEFAULTS = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 
 

@@ -16,6 +16,13 @@ Targets, by the head the model was trained with (``loss.text_target``):
   "es", looked up in the run's concept vocabulary). All pieces of the true word are masked
   and every one is scored against both concept ids (summed). When either word has no
   concept, the item is not available: NaN, never a guess.
+- ``concept_mlm``: a concept head and a token-MLM head (``mlm_head``), trained at the masked
+  tokens without a concept. An item whose two words have distinct concepts is a ``concept``
+  query, scored by the concept head; every other item (a word without a concept, e.g.
+  "three"/"two", or both words of one concept) falls back to an ``mlm`` query, scored by the
+  MLM head, under the ``mlm`` rules (same piece counts, else NaN). ``Query.head`` says which;
+  the MLM head never trained at concept-labelled tokens, so a fallback item whose true word
+  has a concept scores that head off its training positions.
 
 A model without a text head (``text_target=none`` or ``w_mmm=0``) has no masked-word score.
 """
@@ -44,6 +51,7 @@ class Query:
     positions: list[int]  # masked positions in the text sequence
     true_targets: list[int]  # class id per position
     neg_targets: list[int]
+    head: str = "concept"  # what the targets are, hence which head scores them: "concept" | "mlm"
 
 
 # (image indices [B], input_ids [B, L], attention_mask [B, L], positions [B, P]) -> logits [B, P, C]
@@ -83,12 +91,13 @@ def concept_id(word: str, concept_to_id: Mapping[str, int]) -> int | None:
 
 def build_queries(items: Sequence[Item], tokenizer: Any, max_len: int, target: str,
                   concept_to_id: Mapping[str, int] | None = None) -> list[Query]:
-    """The queries of the items that have a masked-word score for this kind of head."""
+    """The queries of the items that have a masked-word score for this kind of head
+    (``target``: the model's ``loss.text_target``, see the module docstring)."""
     from mamo.model.masking import MASK_ID
 
-    if target not in ("mlm", "concept"):
-        raise ValueError(f"masked-word scoring needs an 'mlm' or 'concept' head, not {target!r}")
-    if target == "concept" and concept_to_id is None:
+    if target not in ("mlm", "concept", "concept_mlm"):
+        raise ValueError(f"masked-word scoring needs an 'mlm', 'concept' or 'concept_mlm' head, not {target!r}")
+    if target != "mlm" and concept_to_id is None:
         raise ValueError("a concept head needs the concept vocabulary (concept_to_id)")
     queries: list[Query] = []
     cache: dict[str, tuple[list[int], list[int], list[tuple[int, int]]]] = {}
@@ -98,30 +107,38 @@ def build_queries(items: Sequence[Item], tokenizer: Any, max_len: int, target: s
             cache[text] = _encode(tokenizer, text, max_len)
         return cache[text]
 
+    def concept_targets(it: Item, offsets: list[tuple[int, int]]) -> tuple[list[int], list[int], list[int]] | None:
+        changed = _changed_word(it.true_caption, it.negative_caption)
+        if changed is None:
+            return None
+        (s, e), w_true, w_neg = changed
+        c_true, c_neg = concept_id(w_true, concept_to_id), concept_id(w_neg, concept_to_id)
+        if c_true is None or c_neg is None or c_true == c_neg:
+            return None
+        pos = [i for i, (ts, te) in enumerate(offsets) if te > ts and ts < e and s < te]
+        return pos, [c_true] * len(pos), [c_neg] * len(pos)
+
+    def mlm_targets(it: Item, ids: list[int], mask: list[int]) -> tuple[list[int], list[int], list[int]] | None:
+        nids, nmask, _ = enc(it.negative_caption)
+        if nmask != mask:
+            return None  # different piece counts: no position-by-position comparison
+        pos = [i for i, (a, b) in enumerate(zip(ids, nids)) if a != b]
+        return pos, [ids[i] for i in pos], [nids[i] for i in pos]
+
     for n, it in enumerate(items):
         ids, mask, offsets = enc(it.true_caption)
-        if target == "mlm":
-            nids, nmask, _ = enc(it.negative_caption)
-            if nmask != mask:
-                continue  # different piece counts: no position-by-position comparison
-            pos = [i for i, (a, b) in enumerate(zip(ids, nids)) if a != b]
-            true_t, neg_t = [ids[i] for i in pos], [nids[i] for i in pos]
-        else:
-            changed = _changed_word(it.true_caption, it.negative_caption)
-            if changed is None:
-                continue
-            (s, e), w_true, w_neg = changed
-            c_true, c_neg = concept_id(w_true, concept_to_id), concept_id(w_neg, concept_to_id)
-            if c_true is None or c_neg is None or c_true == c_neg:
-                continue
-            pos = [i for i, (ts, te) in enumerate(offsets) if te > ts and ts < e and s < te]
-            true_t, neg_t = [c_true] * len(pos), [c_neg] * len(pos)
-        if not pos:
+        got, head = None, "mlm"
+        if target != "mlm":
+            got, head = concept_targets(it, offsets), "concept"
+        if got is None and target != "concept":  # mlm, or concept_mlm's fallback
+            got, head = mlm_targets(it, ids, mask), "mlm"
+        if got is None or not got[0]:
             continue
+        pos, true_t, neg_t = got
         masked = list(ids)
         for i in pos:
             masked[i] = MASK_ID
-        queries.append(Query(n, it.image_index, masked, mask, pos, true_t, neg_t))
+        queries.append(Query(n, it.image_index, masked, mask, pos, true_t, neg_t, head))
     return queries
 
 
@@ -152,6 +169,22 @@ def score_queries(queries: Sequence[Query], n_items: int, logits_fn: TextLogits,
         for q, ok in zip(chunk, (lt > ln).tolist()):
             out[q.item] = 1.0 if ok else 0.0
     return out
+
+
+def score_by_head(queries: Sequence[Query], n_items: int, logits_for: Callable[[str], TextLogits],
+                  batch_size: int = 128) -> tuple[np.ndarray, dict[str, int]]:
+    """:func:`score_queries` with each query scored by the head of its ``Query.head``
+    (``logits_for(head)`` gives that head's logits function); also how many items each head
+    scored. Every item has at most one query, so the per-head scores never overlap."""
+    out = np.full(n_items, np.nan)
+    counts: dict[str, int] = {}
+    for head in sorted({q.head for q in queries}):
+        part = [q for q in queries if q.head == head]
+        s = score_queries(part, n_items, logits_for(head), batch_size)
+        done = ~np.isnan(s)
+        out[done] = s[done]
+        counts[head] = int(done.sum())
+    return out, counts
 
 
 def per_type(items: Sequence[Item], scores: np.ndarray) -> dict[str, float | None]:

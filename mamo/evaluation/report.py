@@ -25,6 +25,8 @@ import numpy as np  # noqa: E402
 from mamo.core.files import atomic_path, write_text  # noqa: E402
 
 SECTIONS: tuple[str, ...] = ("summary", "losses", "retrieval", "finegrained", "examples", "config")
+# Keys of results["masked_word"] that are not accuracies per change type.
+MASKED_WORD_INFO = ("target", "items_by_head")
 # Loss terms of the model contract (docs/ARCHITECTURE.md section 4), plotted in this order.
 LOSS_TERMS: tuple[str, ...] = ("loss", "itc", "itm", "mmm", "mmm_implicit", "mmm_visual", "mmm_concept", "mmm_mlm")
 # Non-loss series that are worth a panel when present.
@@ -244,8 +246,11 @@ def print_headline(results: dict[str, Any], report: Path | None = None) -> None:
         print(f"  probe {name} (%): {per}")
     mw = results.get("masked_word")
     if mw:
-        per = ", ".join(f"{c} {'-' if v is None else f'{v:.0f}'}" for c, v in mw.items() if c != "target")
-        print(f"  masked word ({mw['target']} head, %): {per}")
+        per = ", ".join(f"{c} {'-' if v is None else f'{v:.0f}'}" for c, v in mw.items()
+                        if c not in MASKED_WORD_INFO)
+        by_head = mw.get("items_by_head")
+        heads = f" (items by head: {', '.join(f'{h} {n}' for h, n in by_head.items())})" if by_head else ""
+        print(f"  masked word ({mw['target']} head, %): {per}{heads}")
     if "finegrained_items_per_type" in results:
         print(f"  fine-grained items per type: {results['finegrained_items_per_type']} "
               f"({results.get('finegrained_seconds', 0):.0f} s)")
@@ -312,7 +317,7 @@ def write_report(
             for k, v in (results.get("probe") or {}).items()}
     if results.get("masked_word"):
         more[f"masked word ({results['masked_word']['target']})"] = {
-            k: ("n/a" if v is None else v) for k, v in results["masked_word"].items() if k != "target"}
+            k: ("n/a" if v is None else v) for k, v in results["masked_word"].items() if k not in MASKED_WORD_INFO}
     if more:
         parts.append("<p>Linear probes on frozen features (fused [CLS]; unimodal CLS features), "
                      "trained on one half of the images and scored on the other, and masked-word "

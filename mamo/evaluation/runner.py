@@ -19,7 +19,7 @@ from mamo.data.index import require_intact
 from mamo.evaluation.data import EvalSet
 from mamo.evaluation.finegrained import CHANGE_TYPES, accuracy_table, build_items
 from mamo.evaluation.finegrained import items_per_type as count_items
-from mamo.evaluation.masked_word import build_queries, score_queries
+from mamo.evaluation.masked_word import build_queries, score_by_head
 from mamo.evaluation.masked_word import per_type as masked_word_table
 from mamo.evaluation.probe import probe_accuracy, probe_split
 from mamo.evaluation.report import CaptionHit, RetrievalExample, decode_jpeg
@@ -115,12 +115,16 @@ def run_finegrained(scorer: ModelScorer, data: EvalSet, seed: int = 0, items_per
     if target is not None and (target == "mlm" or concept_to_id is not None):
         queries = build_queries(items, scorer.tokenizer.tokenizer, scorer.tokenizer.max_len, target, concept_to_id)
 
-        def logits_fn(idx: np.ndarray, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-            return scorer.text_logits(image_embeds[rows[idx]], ids, mask, pos)
+        def logits_for(head: str):
+            def logits_fn(idx: np.ndarray, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+                return scorer.text_logits(image_embeds[rows[idx]], ids, mask, pos, head)
+            return logits_fn
 
-        mw = score_queries(queries, len(items), logits_fn, scorer.batch_size)
+        mw, by_head = score_by_head(queries, len(items), logits_for, scorer.batch_size)
         per_item["masked_word"] = mw
         results["masked_word"] = {"target": target, **masked_word_table(items, mw)}
+        if target == "concept_mlm":  # how many items each head scored (concept / MLM fallback)
+            results["masked_word"]["items_by_head"] = by_head
         timings["masked_word"] = time.time() - t0 - sum(timings.values())
     results["finegrained_seconds"] = round(time.time() - t0, 1)
     log.info("fine-grained readouts: %d items over %d images (%.1fs: %s)", len(items), len(rows_of),
@@ -200,7 +204,7 @@ def concept_vocab(ckpt: Any, data_cfg: Any) -> Mapping[str, int] | None:
     concept head or the vocabulary cannot be opened (masked-word scoring is then null)."""
     from concepts.store import ConceptStore, ConceptStoreError
 
-    if ckpt.loss.text_target != "concept" or ckpt.num_concepts <= 0 or data_cfg.version_dir is None:
+    if ckpt.loss.text_target not in ("concept", "concept_mlm") or ckpt.num_concepts <= 0 or data_cfg.version_dir is None:
         return None
     try:
         store = ConceptStore(data_cfg.version_dir, data_cfg.vocab_id)

@@ -97,21 +97,40 @@ class ModelScorer:
 
     @property
     def text_target(self) -> str | None:
-        """What the model's text head predicts ("mlm" or "concept"); None without one."""
+        """What the model's text heads predict ("mlm", "concept", or "concept_mlm": a concept
+        head and the MLM fallback head); None without a text head. A concept_mlm model
+        trained without its MLM head (``lambda_t_mlm=0``) counts as "concept"."""
         if getattr(self.model, "text_head", None) is None:
             return None
-        return str(self.model.loss_cfg.text_target)
+        target = str(self.model.loss_cfg.text_target)
+        if target == "concept_mlm" and getattr(self.model, "mlm_head", None) is None:
+            return "concept"
+        return target
+
+    def text_head(self, kind: str) -> torch.nn.Module:
+        """The head that predicts ``kind`` targets ("concept" or "mlm"): ``text_head``, or
+        under concept_mlm ``mlm_head`` for "mlm"."""
+        from mamo.model.mamo import text_head_kind
+
+        if kind == text_head_kind(self.model.loss_cfg.text_target) and self.model.text_head is not None:
+            return self.model.text_head
+        if kind == "mlm" and getattr(self.model, "mlm_head", None) is not None:
+            return self.model.mlm_head
+        raise ValueError(f"the model (text_target={self.model.loss_cfg.text_target!r}) has no head "
+                         f"for {kind!r} targets")
 
     @torch.inference_mode()
     def text_logits(self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    positions: torch.Tensor) -> torch.Tensor:
+                    positions: torch.Tensor, head: str | None = None) -> torch.Tensor:
         """The text head's logits ``[B, P, C]`` at text ``positions [B, P]`` of the fused
-        student on (image, caption); the caption is taken as given (masks included)."""
+        student on (image, caption); the caption is taken as given (masks included).
+        ``head``: the kind of targets ("concept"/"mlm", :meth:`text_head`); None = ``text_head``."""
         dev = self.device
         e, _ = self.model.encode_text(input_ids.to(dev), attention_mask.to(dev))
         fused = self.model.fuse(image_embeds.to(dev), e, attention_mask.to(dev))
         h = fused.text_hidden.gather(1, positions.to(dev)[..., None].expand(-1, -1, fused.hidden.shape[-1]))
-        return self.model.text_head(h).float().cpu()
+        module = self.model.text_head if head is None else self.text_head(head)
+        return module(h).float().cpu()
 
 
 @dataclass

@@ -37,6 +37,8 @@ def parameter_summary(preset: str, overrides: list[str] = (), num_concepts: int 
         "visual_head": count(model.visual_head),
         "text_head": count(model.text_head),
     }
+    if model.mlm_head is not None:  # text_target=concept_mlm: the MLM fallback head
+        parts["mlm_head"] = count(model.mlm_head)
     trainable = sum(p.numel() for p in model.parameters())
     momentum = sum(b.numel() for b in model.momentum.buffers())
     queue = model.queue.image_queue.numel() + model.queue.text_queue.numel()

@@ -175,7 +175,19 @@ class LossConfig:
     implicit_top_k: Annotated[int, Field(ge=0)] = 0
     implicit_loss: Literal["smooth_l1", "mse"] = "smooth_l1"
     implicit_beta: Annotated[float, Field(gt=0)] = 1.0  # smooth-L1 beta
-    text_target: Literal["concept", "mlm", "none"] = "concept"
+    # Explicit text target: "concept" (classify the concept id; masked tokens without a
+    # concept get no target), "mlm" (WordPiece ids), "none", or "concept_mlm": the concept
+    # target where a masked token has a concept label, and token MLM (a second head over the
+    # WordPiece vocabulary) at the masked tokens without one, so that masked function words
+    # and words outside the concept vocabulary also train something (issue 15).
+    text_target: Literal["concept", "mlm", "concept_mlm", "none"] = "concept"
+    # concept_mlm's MLM term: L_t = CE_concept + lambda_t_mlm * CE_mlm, each a mean over its
+    # own positions. Not one mean over all masked tokens: that would scale the concept term
+    # by the batch's share of concept-labelled masked tokens (which text_mask_content_share
+    # and the captions move), so lambda_t and mmm_concept would no longer mean what they mean
+    # under text_target=concept; this way the concept term is exactly that setting's and the
+    # fallback is a separate, separately weighted term. 0 = no MLM head (= concept).
+    lambda_t_mlm: Weight = 1.0
     loss_impl: LossImpl = "torch"  # "kernels": fused Triton losses from kernels/
 
     def implicit_layers(self, fusion_depth: int) -> int:

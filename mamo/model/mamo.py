@@ -82,13 +82,15 @@ class MAMO(nn.Module):
         self.visual_head = RegressionHead(width, model_cfg.vision.width) if heads["visual_head"] else None
         self.text_head = None
         if heads["text_head"]:
-            if lc.text_target == "concept":
+            if text_head_kind(lc.text_target) == "concept":
                 if num_concepts <= 0:
-                    raise ValueError("loss_cfg.text_target='concept' needs num_concepts > 0 "
+                    raise ValueError(f"loss_cfg.text_target={lc.text_target!r} needs num_concepts > 0 "
                                      "(the concept vocabulary size)")
                 self.text_head = ClassifierHead(width, num_concepts)
             else:
                 self.text_head = ClassifierHead(width, model_cfg.text.vocab_size)
+        # text_target=concept_mlm: the token-MLM head at masked tokens without a concept
+        self.mlm_head = ClassifierHead(width, model_cfg.text.vocab_size) if heads["mlm_head"] else None
         self.apply(_init_weights)
         self.load_reports: dict[str, Any] = {}  # LoadReport per encoder started from a checkpoint
         if load_pretrained:
@@ -158,7 +160,8 @@ class MAMO(nn.Module):
         """Train on with other losses (fine-tuning a loaded model): the heads they leave unused
         are dropped (returns their names), so DDP sees no unused parameters."""
         want = _heads_used(loss_cfg)
-        if want["text_head"] and self.text_head is not None and loss_cfg.text_target != self.loss_cfg.text_target:
+        if (want["text_head"] and self.text_head is not None
+                and text_head_kind(loss_cfg.text_target) != text_head_kind(self.loss_cfg.text_target)):
             raise ValueError(f"loss.text_target={loss_cfg.text_target!r}: the model's text head predicts "
                              f"{self.loss_cfg.text_target!r} targets")
         dropped = []
@@ -321,7 +324,18 @@ class MAMO(nn.Module):
             loss_v = mmm.visual_loss(fused.hidden[:, :nv], t_img, patch_mask, self.visual_head, impl, per_image)
             out["mmm_visual"] = loss_v.detach()
             loss = loss + lc.lambda_v * loss_v
-        if self.text_head is not None:
+        if self.text_head is not None and lc.text_target == "concept_mlm":
+            # concept head at concept-labelled masked tokens, MLM head at the others; each
+            # term a mean over its own positions, the MLM one weighted by lambda_t_mlm
+            loss_c, loss_m = mmm.concept_mlm_losses(fused.hidden[:, nv:], batch["concept_labels"], ids, tmask,
+                                                    self.text_head, self.mlm_head, impl, per_text)
+            out["mmm_concept"] = loss_c.detach()
+            loss_t = loss_c
+            if loss_m is not None:
+                out["mmm_mlm"] = loss_m.detach()
+                loss_t = loss_t + lc.lambda_t_mlm * loss_m
+            loss = loss + lc.lambda_t * loss_t
+        elif self.text_head is not None:
             if lc.text_target == "concept":
                 labels, key = batch["concept_labels"], "mmm_concept"
             else:
@@ -340,7 +354,15 @@ def _heads_used(lc: LossConfig) -> dict[str, bool]:
     """Which MMM heads the losses train."""
     return {"implicit_head": lc.w_mmm > 0 and lc.lambda_implicit > 0,
             "visual_head": lc.w_mmm > 0 and lc.lambda_v > 0,
-            "text_head": lc.w_mmm > 0 and lc.lambda_t > 0 and lc.text_target != "none"}
+            "text_head": lc.w_mmm > 0 and lc.lambda_t > 0 and lc.text_target != "none",
+            "mlm_head": (lc.w_mmm > 0 and lc.lambda_t > 0 and lc.text_target == "concept_mlm"
+                         and lc.lambda_t_mlm > 0)}
+
+
+def text_head_kind(text_target: str) -> str | None:
+    """What ``text_head`` predicts under a text target: "concept" (concept and concept_mlm,
+    whose MLM fallback is the separate ``mlm_head``), "mlm", or None (``none``)."""
+    return {"concept": "concept", "concept_mlm": "concept", "mlm": "mlm"}.get(text_target)
 
 
 def _init_weights(module: nn.Module) -> None:

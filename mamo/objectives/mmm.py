@@ -78,3 +78,31 @@ def text_class_loss(student_text_hidden: torch.Tensor, labels: torch.Tensor,
     hidden = head.hidden(take(student_text_hidden, idx))
     lab = torch.where(take(text_mask, idx), take(labels, idx), torch.full_like(take(labels, idx), -100))
     return linear_cross_entropy(hidden, head.decoder.weight, head.decoder.bias, lab, impl=impl)
+
+
+def concept_mlm_losses(student_text_hidden: torch.Tensor, concept_labels: torch.Tensor,
+                       token_ids: torch.Tensor, text_mask: torch.Tensor,
+                       concept_head: torch.nn.Module, mlm_head: torch.nn.Module | None,
+                       impl: str = "torch", per_sample: int | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``text_target=concept_mlm``: ``(concept CE, MLM CE)`` at masked tokens, split by
+    whether the token has a concept label (``concept_labels >= 0``): the concept head is
+    trained at the labelled ones, ``mlm_head`` (over WordPiece ids, target = the original
+    ``token_ids``) at the others. Each is a mean over its own positions (0, still in the
+    graph, when a batch has none); no position trains both heads. ``mlm_head`` None: the
+    concept term alone (``lambda_t_mlm=0``). The same fixed-shape rows serve both heads."""
+    idx = masked_rows(text_mask, per_sample)
+    rows = take(student_text_hidden, idx)
+    masked = take(text_mask, idx)
+    labels = take(concept_labels, idx)
+    has_concept = labels >= 0
+    ignore = torch.full_like(labels, -100)
+    lab_c = torch.where(masked & has_concept, labels, ignore)
+    loss_c = linear_cross_entropy(concept_head.hidden(rows), concept_head.decoder.weight,
+                                  concept_head.decoder.bias, lab_c, impl=impl)
+    if mlm_head is None:
+        return loss_c, None
+    lab_m = torch.where(masked & ~has_concept, take(token_ids, idx), ignore)
+    loss_m = linear_cross_entropy(mlm_head.hidden(rows), mlm_head.decoder.weight,
+                                  mlm_head.decoder.bias, lab_m, impl=impl)
+    return loss_c, loss_m

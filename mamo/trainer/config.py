@@ -109,9 +109,9 @@ class RunConfig:
         check(d.image_size % m.vision.patch_size == 0, "data.image_size",
               f"must be a multiple of model.vision.patch_size={m.vision.patch_size}, "
               f"got {d.image_size}")
-        if self.loss.text_target == "concept" and self.loss.lambda_t > 0:
+        if self.loss.text_target in ("concept", "concept_mlm") and self.loss.lambda_t > 0:
             check(d.vocab_id != "none", "data.vocab_id",
-                  "is 'none' but loss.text_target=concept needs concept labels")
+                  f"is 'none' but loss.text_target={self.loss.text_target} needs concept labels")
 
 
 def load_run_config(path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

@@ -5,7 +5,7 @@ import torch
 
 from concepts.tokenizer import load_tokenizer
 from mamo.evaluation.finegrained import Item
-from mamo.evaluation.masked_word import build_queries, concept_id, per_type, score_queries
+from mamo.evaluation.masked_word import build_queries, concept_id, per_type, score_by_head, score_queries
 from mamo.model.masking import MASK_ID
 
 ITEMS = [
@@ -76,6 +76,43 @@ def test_concept_head_scores_only_words_in_the_vocabulary(tok):
     table = per_type(ITEMS, s)
     assert table["left_right"] == 100.0 and table["color"] == 0.0 and table["count"] is None
     assert table["overall"] == pytest.approx(100.0 / 3)
+
+
+def test_concept_mlm_scores_concept_words_by_the_concept_head_and_others_by_the_mlm_head(tok):
+    # "three"/"two" have no concept, and "square"/"circle" share one: both fall back to MLM
+    vocab = {"red": 0, "blue": 1, "green": 2, "circle": 3, "square": 3, "left": 4, "right": 5}
+    qs = build_queries(ITEMS, tok, 24, "concept_mlm", vocab)
+    assert [(q.item, q.head) for q in qs] == [(0, "concept"), (1, "concept"), (2, "mlm"), (3, "mlm")]
+    assert qs[0].true_targets[0] == 4 and qs[0].neg_targets[0] == 5  # concept ids
+    assert tok.token_to_id("three") in qs[2].true_targets and tok.token_to_id("two") in qs[2].neg_targets
+    assert tok.token_to_id("above") in qs[3].true_targets  # WordPiece ids
+    # the same items, each scored as the pure settings would
+    assert [(q.item, q.true_targets) for q in qs if q.head == "concept"] == \
+        [(q.item, q.true_targets) for q in build_queries(ITEMS, tok, 24, "concept", vocab)[:2]]
+    mlm = {q.item: q for q in build_queries(ITEMS, tok, 24, "mlm")}
+    assert all(q.true_targets == mlm[q.item].true_targets for q in qs if q.head == "mlm")
+
+    asked = []
+
+    def logits_for(head):  # the concept head prefers the swap, the MLM head the true word
+        n_classes = len(set(vocab.values())) if head == "concept" else 30522
+
+        def fn(idx, ids, mask, pos):
+            asked.append(head)
+            out = torch.zeros(len(idx), pos.shape[1], n_classes)
+            for r, i in enumerate(idx):
+                q = next(q for q in qs if q.image_index == int(i))
+                assert q.head == head
+                for j, (t, n) in enumerate(zip(q.true_targets, q.neg_targets)):
+                    out[r, j, t if head == "mlm" else n] = 5.0
+            return out
+        return fn
+
+    s, counts = score_by_head(qs, 4, logits_for)
+    assert s.tolist() == [0.0, 0.0, 1.0, 1.0] and counts == {"concept": 2, "mlm": 2}
+    assert sorted(set(asked)) == ["concept", "mlm"]
+    with pytest.raises(ValueError, match="concept vocabulary"):
+        build_queries(ITEMS, tok, 24, "concept_mlm")
 
 
 def test_concept_id_singular_and_refusals():

@@ -129,14 +129,15 @@ def test_zero_weights_skip_their_computation():
         MAMO(model_config("tiny", ["queue_size=8"]), loss_config(), num_concepts=0)
 
 
-def test_kernel_losses_give_the_same_step():
+@pytest.mark.parametrize("target", ["concept", "concept_mlm"])
+def test_kernel_losses_give_the_same_step(target):
     pytest.importorskip("triton")
     b = make_batch(size=32)
-    a = micro_model(["loss_impl=torch"])
-    k = micro_model(["loss_impl=kernels"])
+    a = micro_model(["loss_impl=torch", f"text_target={target}"])
+    k = micro_model(["loss_impl=kernels", f"text_target={target}"])
     k.load_state_dict(a.state_dict())
     oa, ok = a(b, generator_seed=1), k(b, generator_seed=1)
-    for key in ("mmm_implicit", "mmm_visual", "mmm_concept", "loss"):
+    for key in ("mmm_implicit", "mmm_visual", "mmm_concept", "loss") + (("mmm_mlm",) if target == "concept_mlm" else ()):
         torch.testing.assert_close(oa[key], ok[key], rtol=1e-4, atol=1e-5)
 
 

@@ -8,32 +8,36 @@ from mamo.objectives import itm, mmm
 from model_testdata import make_batch, micro_model
 
 TERMS = ("loss", "itc", "itm", "mmm", "mmm_implicit", "mmm_visual", "mmm_concept")
+# concept_mlm: the concept head and the MLM fallback head on the same fixed-shape rows
+TARGETS = pytest.mark.parametrize("target", ["concept", "concept_mlm"])
 
 
-def _model_and_batch():
-    model = micro_model(["text_target=concept"]).train()
+def _model_and_batch(target="concept"):
+    model = micro_model([f"text_target={target}"]).train()
     model.text_init = None
     return model, make_batch(batch=6, size=32)
 
 
-def test_the_step_after_the_draws_has_no_graph_break():
-    model, batch = _model_and_batch()
+@TARGETS
+def test_the_step_after_the_draws_has_no_graph_break(target):
+    model, batch = _model_and_batch(target)
     draws = model.draw(batch, 7)
     explained = torch._dynamo.explain(model.step)(batch, draws)
     assert explained.graph_break_count == 0, explained.break_reasons
     assert explained.graph_count == 1
 
 
-def test_compiled_step_gives_eager_losses_and_gradients():
+@TARGETS
+def test_compiled_step_gives_eager_losses_and_gradients(target):
     torch._dynamo.reset()
-    eager, batch = _model_and_batch()
-    compiled, _ = _model_and_batch()
+    eager, batch = _model_and_batch(target)
+    compiled, _ = _model_and_batch(target)
     compiled.load_state_dict(eager.state_dict())
     step = torch.compile(compiled.step, backend="aot_eager", fullgraph=True)
     for seed in (3, 4):  # a second step: same graph, new draws (no recompilation by seed)
         a = eager(batch, seed)
         b = step(batch, compiled.draw(batch, seed))
-        for k in TERMS:
+        for k in TERMS + (("mmm_mlm",) if target == "concept_mlm" else ()):
             torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
         a["loss"].backward()
         b["loss"].backward()
@@ -80,11 +84,12 @@ def test_inverse_cdf_negatives_never_pick_an_excluded_candidate():
     assert itm.sample_by_uniform(w, w, torch.tensor([[1.0], [1e-6]])) == (torch.tensor([3]), torch.tensor([1]))
 
 
+@TARGETS
 @pytest.mark.parametrize("device_type", ["cpu"])
-def test_no_host_sync_ops_in_the_step(device_type):
+def test_no_host_sync_ops_in_the_step(device_type, target):
     """The step's graph holds no op that copies a value to the host (``.item()``/``.cpu()``
     appear as `aten._local_scalar_dense` / device copies in a captured graph)."""
-    model, batch = _model_and_batch()
+    model, batch = _model_and_batch(target)
     draws = model.draw(batch, 5)
     graphs = []
 
