@@ -29,7 +29,7 @@ stays off unless ``--smoke-compile``, which compiles the whole step: minutes on 
 meaningless, code paths real.
 
 Compile time is an estimate, not a GPU measurement: the whole step is a larger graph than one
-block (on the CPU its first compile took about twice the blocks', docs/training.md); the second
+block (on the CPU its first compile took 2-3x the blocks', docs/training.md); the second
 compiled run builds the same graph and finds Inductor's kernels in the on-disk compile cache,
 so it is estimated at ``compile_warm_s``.
 """

@@ -34,7 +34,7 @@ def has_static_step(model: nn.Module) -> bool:
     return callable(getattr(model, "draw", None)) and callable(getattr(model, "step", None))
 
 
-def compile_step(model: nn.Module, mode: str = "default", backend: str = "inductor") -> None:
+def compile_step(model: nn.Module, mode: str = "default") -> None:
     """``torch.compile`` the model's training step (``MAMO.step``: everything after the random
     draws, which stay eager) in place.
 
@@ -43,7 +43,7 @@ def compile_step(model: nn.Module, mode: str = "default", backend: str = "induct
     those of the eager model, without ``_orig_mod.`` prefixes. What changes from step to step
     (the draws, the warm-up weights) reaches the step as tensors, so the graph is compiled once.
     """
-    model.step = torch.compile(model.step, mode=mode, backend=backend)
+    model.step = torch.compile(model.step, mode=mode)
 
 
 def check_compile_scope(tc: TrainConfig, world_size: int, model: nn.Module | None = None) -> None:
