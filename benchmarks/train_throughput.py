@@ -1,15 +1,20 @@
 """Training throughput of ``python -m mamo.train`` itself: samples/s and data-wait share, for
-the tiny and small presets, compiled blocks against eager, side by side.
+the tiny and small presets, eager against compiled blocks and the compiled whole step, side by
+side.
 
-    python -m benchmarks.train_throughput [--presets tiny small] [--modes eager compile]
+    python -m benchmarks.train_throughput [--presets tiny small] [--modes eager blocks step]
         [--steps 12] [--warmup 3] [--batch tiny=16 small=4] [--threads 1] [--out benchmarks/out/train]
     python -m benchmarks.train_throughput --smoke
 
 Each (preset, mode) is one real training run in a fresh process (real shards written by
 ``python -m ingest synthetic``, real concept annotations from ``python -m concepts build``, the
 DALI loader) with checkpoints off; figures come from its metrics.jsonl, skipping the first
-``--warmup`` steps (torch.compile compiles there). samples/s is the median over the measured
-steps; data-wait share is the mean share of step time spent waiting for the loader.
+``--warmup`` steps (torch.compile compiles there, on the second step: the first one is
+FLOP-counted eagerly). samples/s is the median over the measured steps; data-wait share is the
+mean share of step time spent waiting for the loader. Modes: ``eager``; ``blocks``
+(``train.compile=true``, each transformer block); ``step`` (``train.compile=true
+train.compile_scope=step``, ``MAMO.step`` whole). The load average is recorded before and
+after: on a shared machine it says how much the figures can be trusted.
 
 :func:`check_resume` (benchmarks/gpu_check.py, section ``train_cli``) runs a short run with a
 checkpoint on the device, then ``--resume`` to a later step.
@@ -34,6 +39,10 @@ SOURCE_SIZE = {"tiny": 64, "small": 224, "base": 256}
 # gpu_check's run + resume: config, samples, image size, batch, steps, more steps after --resume
 RESUME = {"full": ("small.yaml", 1024, 224, 64, 40, 10), "quick": ("small.yaml", 1024, 224, 64, 40, 10),
           "smoke": ("tiny.yaml", 64, 64, 8, 4, 2)}
+# the overrides of each --modes choice
+MODES = {"eager": ("train.compile=false",),
+         "blocks": ("train.compile=true", "train.compile_scope=blocks"),
+         "step": ("train.compile=true", "train.compile_scope=step")}
 # no spaCy: token MLM instead of concepts; the PyTorch loader (DALI may be missing on a GPU machine)
 NO_CONCEPTS = ("data.vocab_id=none", "loss.text_target=mlm", "data.backend=torch", "model.text_init=null")
 
@@ -58,7 +67,7 @@ def run_one(preset: str, mode: str, vdir: Path, work: Path, args, env: dict[str,
     batch = args.batch.get(preset)
     rc, wall, recs, err = train(run_dir, f"{preset}.yaml", [
         f"data.version_dir={vdir}", f"train.steps={args.steps}", "train.ckpt_every=0",
-        f"train.compile={'true' if mode == 'compile' else 'false'}", f"train.num_threads={args.threads}",
+        *MODES[mode], f"train.num_threads={args.threads}",
         "data.num_threads=1", f"train.device={args.device}", "optim.warmup_steps=1",
         *([f"data.batch_size={batch}"] if batch else []), *args.extra], env)
     if rc or not recs:
@@ -108,7 +117,7 @@ def check_resume(rep: Report, size: str, device: str, env: dict[str, str]) -> No
 def main(argv: list[str] | None = None) -> int:
     ap = harness.parser(__doc__)
     ap.add_argument("--presets", nargs="+", default=["tiny", "small"])
-    ap.add_argument("--modes", nargs="+", default=["eager", "compile"], choices=["eager", "compile"])
+    ap.add_argument("--modes", nargs="+", default=["eager", "blocks"], choices=list(MODES))
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--warmup", type=int, default=3, help="first steps left out of the figures")
     ap.add_argument("--batch", nargs="*", default=["tiny=16", "small=4"], help="per-preset batch size")
@@ -138,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             extra = {k: v for k, v in r.items() if k != "samples_per_s"}
             rep.row("train throughput", preset, mode, r["samples_per_s"], args.modes[0],
                     base["samples_per_s"] if base else None, "samples/s", **extra)
+    rep.section("load_average_end", os.getloadavg()[0])
     if not args.root:
         shutil.rmtree(root, ignore_errors=True)
     return rep.finish()

@@ -59,7 +59,7 @@ def describe(p) -> str:
         f"steps        {p.total_steps} ({dv['steps_per_epoch']} per epoch), checkpoint every "
         f"{tc.ckpt_every or 'end only'}, keep {tc.keep_last}",
         f"parallel     {tc.parallel if p.world_size > 1 else 'single process'}; precision {tc.precision}; "
-        f"compile {tc.compile_mode if tc.compile else 'off'}; activation checkpointing "
+        f"compile {tc.compile_scope + ', ' + tc.compile_mode if tc.compile else 'off'}; activation checkpointing "
         f"{'on' if tc.activation_checkpointing else 'off'}",
     ]
     lines.append(f"memory       {_state_line(p)}")

@@ -50,8 +50,15 @@ class TrainConfig:
     keep_last: AtLeast1 = 3  # checkpoints kept on disk (older ones are deleted)
     seed: AtLeast0 = 0  # model init, and (with the step) every per-step masking seed
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    compile: bool = False  # torch.compile each transformer block
-    # torch.compile mode for the blocks: "reduce-overhead" adds CUDA graphs (removes the
+    compile: bool = False  # torch.compile (what: compile_scope)
+    # What train.compile compiles. "blocks": each transformer block on its own (one small graph
+    # that serves every block of every encoder; the code between the blocks stays eager; works
+    # under DDP and FSDP). "step": the whole training step after the random draws (MAMO.step:
+    # every encoder pass, the losses and their backward as one graph, so Inductor also fuses
+    # what lies between the blocks: embeddings, projections, masking, the loss heads; a longer
+    # first compile; single process only: a DDP/FSDP run refuses it at the start).
+    compile_scope: Literal["blocks", "step"] = "blocks"
+    # torch.compile mode: "reduce-overhead" adds CUDA graphs (removes the
     # per-kernel host launch cost that dominates small shapes; static shapes, more memory)
     compile_mode: Literal["default", "reduce-overhead", "max-autotune",
                           "max-autotune-no-cudagraphs"] = "default"

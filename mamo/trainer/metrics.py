@@ -131,6 +131,12 @@ class StepFlops:
     carries SDPA's formula), on this rank; times the world size, it is the step's global count.
     Counting once suffices when the shapes are fixed (``data.pad_to_max_len=true``); with
     per-batch padding later steps differ by their text lengths.
+
+    The counted step runs eagerly (``torch.compiler.set_stance("force_eager")``): Dynamo does
+    not trace a frame under a dispatch mode such as ``FlopCounterMode``, and marks the code it
+    skipped so that it is never compiled afterwards either; with the counter alone the compiled
+    blocks or step (``train.compile``) would run eagerly for the whole run. The eager step's
+    count is the model's FLOPs, compiled or not.
     """
 
     def __init__(self, world_size: int, device_name: str | None):
@@ -145,11 +151,15 @@ class StepFlops:
 
         if self.per_step is not None:
             return contextlib.nullcontext()
+        import torch
         from torch.utils.flop_counter import FlopCounterMode
 
         _count_cpu_attention()
         self._counter = FlopCounterMode(display=False)
-        return self._counter
+        context = contextlib.ExitStack()
+        context.enter_context(torch.compiler.set_stance("force_eager"))  # compiled from step 2 on
+        context.enter_context(self._counter)
+        return context
 
     def fields(self, step_time_s: float) -> dict[str, float]:
         """``flops`` (global, per optimizer step) and, with a known peak, ``mfu``."""

@@ -216,8 +216,10 @@ class Prepared:
 def prepare(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Prepared:
     """Every check that can fail before the first step; writes nothing."""
     from mamo.trainer.distributed import preflight_world_size
+    from mamo.trainer.parallelize import check_compile_scope
 
     rank, world_size = preflight_world_size()
+    check_compile_scope(cfg.train, world_size)  # a ConfigError: one line, exit 2
     state = inspect_run_dir(run_dir, resume)
     try:
         version_dir = cfg.data.version_for("train")

@@ -37,3 +37,30 @@ def test_no_mfu_where_the_peak_is_unknown():
                                         ("NVIDIA H200 NVL", 835.5e12), ("NVIDIA GeForce RTX 4090", None)])
 def test_peak_table(name, peak):
     assert peak_bf16_flops(name) == peak
+
+
+class Affine(nn.Module):
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        self.linear = nn.Linear(d_in, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+def test_a_compiled_model_counted_on_its_first_step_compiles_afterwards():
+    """Dynamo skips a frame first met under FlopCounterMode and never compiles it later: the
+    counted step runs eagerly, so that ``train.compile`` takes effect from the second step."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = Affine(4, 4)  # nn.Linear itself: a torch file, which Dynamo does not trace at the top
+    model.compile(backend="eager")
+    flops = StepFlops(world_size=1, device_name=None)
+    with flops.counting():
+        model(torch.randn(2, 4)).sum().backward()
+    assert flops.fields(1.0)["flops"] == 2 * (2 * 2 * 4 * 4) and not counters["frames"]  # fwd + weight grad
+    model(torch.randn(2, 4)).sum().backward()
+    assert counters["frames"]["ok"] == 1
+    torch._dynamo.reset()
