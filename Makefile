@@ -24,7 +24,8 @@ $(VENV)/.installed: pyproject.toml
 
 test: setup
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q
+# one worker per core (at most 4): most tests wait on subprocesses, servers or one torch thread
+	$(PY) -m pytest -q -n auto --maxprocesses 4
 
 demo: setup
 	$(PY) -m mamo.demo
