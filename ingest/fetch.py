@@ -46,7 +46,7 @@ import urllib.robotparser
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import urljoin, urlsplit
 
 from .safety import UrlRefused, address_allowed, check_syntax, resolve_host
@@ -176,20 +176,17 @@ class HostGate:
 
     @contextmanager
     def slot(self, origin: str) -> Iterator[None]:
-        if self.dir is None:
-            with self._lock:
-                sem = self._sems.setdefault(origin, threading.BoundedSemaphore(self.p.max_per_host))
-            with sem:
-                self._wait_interval_local(origin)
-                yield
-            return
         with self._lock:
             sem = self._sems.setdefault(origin, threading.BoundedSemaphore(self.p.max_per_host))
         hid = _host_id(origin)
         with sem:  # this process's threads wait here; the lock files are for the others
+            if self.dir is None:
+                self._wait_interval(lambda: self._claim_local(origin), hid)
+                yield
+                return
             fd = self._acquire_slot(hid)
             try:
-                self._wait_interval_shared(hid)
+                self._wait_interval(lambda: self._claim_shared(hid), hid)
                 yield
             finally:
                 os.close(fd)  # releases the flock
@@ -205,6 +202,42 @@ class HostGate:
                     os.close(fd)
             time.sleep(0.005)
 
+    def _wait_interval(self, claim: Callable[[], tuple[float, float]], hid: str) -> None:
+        """Wait until ``claim`` records this start (``(start time, 0)``) rather than naming the
+        seconds still to wait. A start is recorded only when it happens (checked under the
+        lock after any wait), never reserved ahead: a thread or process that overslept its
+        turn on a loaded machine would otherwise start late, right next to the next one."""
+        if self.p.min_interval <= 0:
+            return
+        while True:
+            when, wait = claim()
+            if wait <= 0:
+                self._log_start(when, hid)
+                return
+            time.sleep(wait)
+
+    def _claim_local(self, origin: str) -> tuple[float, float]:
+        with self._lock:  # this process only: a monotonic clock
+            now = time.monotonic()
+            due = self._next.get(origin, 0.0)
+            if now >= due:
+                self._next[origin] = now + self.p.min_interval
+            return time.time(), due - now
+
+    def _claim_shared(self, hid: str) -> tuple[float, float]:
+        # wall clock: the schedule is shared between processes, in <hid>.next under a flock
+        fd = os.open(self.dir / f"{hid}.next", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = os.pread(fd, 64, 0)
+            now = time.time()
+            due = float(raw) if raw.strip() else 0.0
+            if now >= due:
+                os.pwrite(fd, repr(now + self.p.min_interval).encode().ljust(32), 0)
+            return now, due - now
+        finally:
+            os.close(fd)
+
     def _log_start(self, when: float, host: str) -> None:
         if self.p.request_log:  # one short O_APPEND write per line: workers do not interleave
             line = json.dumps({"time": when, "host": host}) + "\n"
@@ -213,41 +246,6 @@ class HostGate:
                 os.write(fd, line.encode())
             finally:
                 os.close(fd)
-
-    def _wait_interval_local(self, origin: str) -> None:
-        if self.p.min_interval <= 0:
-            return
-        while True:  # as in _wait_interval_shared: a start is recorded when it happens
-            with self._lock:
-                now = time.monotonic()
-                due = self._next.get(origin, 0.0)
-                if now >= due:
-                    self._next[origin] = now + self.p.min_interval
-                    return
-            time.sleep(due - now)
-
-    def _wait_interval_shared(self, hid: str) -> None:
-        if self.p.min_interval <= 0:
-            return
-        # Wall clock: the schedule is shared between processes. A start is written only when
-        # it happens (checked under the lock after any wait), never reserved ahead: a process
-        # that overslept its turn on a loaded machine would otherwise start late, right next
-        # to the one scheduled after it.
-        path = self.dir / f"{hid}.next"
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                raw = os.pread(fd, 64, 0)
-                now = time.time()
-                due = float(raw) if raw.strip() else 0.0
-                if now >= due:
-                    os.pwrite(fd, repr(now + self.p.min_interval).encode().ljust(32), 0)
-                    self._log_start(now, hid)
-                    return
-            finally:
-                os.close(fd)
-            time.sleep(due - now)
 
 
 # ---------------------------------------------------------------- robots.txt
