@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from mamo.data.config import AugmentConfig
+from mamo.data.crops import random_resized_crop
 
 _SIDE_SWAP = {"left": "right", "right": "left"}
 _SIDE_WORD = re.compile(r"\b(left|right)\b")
@@ -49,7 +50,6 @@ def caption_true_crop(w: int, h: int, scene: dict[str, Any], augment: AugmentCon
                       rng: np.random.Generator) -> tuple[int, int, int, int]:
     """A random-resized crop that keeps every object of ``scene`` at least
     ``augment.min_visible`` visible; the whole image when ``CROP_TRIES`` draws fail."""
-    from mamo.data.samples import random_resized_crop  # (samples imports this module)
 
     boxes = [o["box"] for o in scene["objects"]]
     for _ in range(CROP_TRIES):

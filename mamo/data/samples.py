@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -16,6 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from mamo.data.caption_true import caption_true_crop, flip_caption, scene_of
+from mamo.data.crops import center_crop, random_resized_crop
 from mamo.data.config import AugmentConfig
 from mamo.data.index import SampleIndex, ShardFiles
 
@@ -79,37 +79,6 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
     if w <= 0 or h <= 0:
         raise CorruptImage(f"bad size {w}x{h}")
     return w, h
-
-
-def random_resized_crop(w: int, h: int, scale: tuple[float, float], ratio: tuple[float, float],
-                        rng: np.random.Generator) -> tuple[int, int, int, int]:
-    """A crop window with area fraction in ``scale`` and aspect ratio in ``ratio``
-    (10 tries, then the largest centred window within the ratio range)."""
-    area = w * h
-    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    for _ in range(10):
-        target = area * rng.uniform(scale[0], scale[1])
-        aspect = math.exp(rng.uniform(log_lo, log_hi))
-        cw = int(round(math.sqrt(target * aspect)))
-        ch = int(round(math.sqrt(target / aspect)))
-        if 0 < cw <= w and 0 < ch <= h:
-            x = int(rng.integers(0, w - cw + 1))
-            y = int(rng.integers(0, h - ch + 1))
-            return x, y, cw, ch
-    in_ratio = w / h
-    if in_ratio < ratio[0]:
-        cw, ch = w, max(1, int(round(w / ratio[0])))
-    elif in_ratio > ratio[1]:
-        cw, ch = max(1, int(round(h * ratio[1]))), h
-    else:
-        cw, ch = w, h
-    return (w - cw) // 2, (h - ch) // 2, cw, ch
-
-
-def center_crop(w: int, h: int, fraction: float) -> tuple[int, int, int, int]:
-    """Centred square of side min(w, h) * fraction (then resized: 'shorter side + centre crop')."""
-    side = max(1, int(round(min(w, h) * fraction)))
-    return (w - side) // 2, (h - side) // 2, side, side
 
 
 def sample_rng(seed: int, epoch: int, sample: int) -> np.random.Generator:
