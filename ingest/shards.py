@@ -232,9 +232,10 @@ def index_records(tar_path: str | Path) -> list[IndexRecord]:
     return samples
 
 
-def index_text(tar_path: str | Path) -> str:
-    """The DALI (wds2idx) index file of ``tar_path``, as text."""
-    samples = index_records(tar_path)
+def index_text(tar_path: str | Path, samples: list[IndexRecord] | None = None) -> str:
+    """The DALI (wds2idx) index file of ``tar_path``, as text; from ``samples`` (its
+    ``index_records``, when the writer already knows them) without reading the tar."""
+    samples = index_records(tar_path) if samples is None else samples
     if not samples:
         raise ValueError(f"{tar_path}: empty WebDataset tar")
     lines = [f"{INDEX_VERSION} {len(samples)}"]
@@ -242,9 +243,10 @@ def index_text(tar_path: str | Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_index(tar_path: str | Path, idx_path: str | Path) -> int:
-    """Write the DALI index of ``tar_path``; returns the number of samples."""
-    text = index_text(tar_path)
+def write_index(tar_path: str | Path, idx_path: str | Path, samples: list[IndexRecord] | None = None) -> int:
+    """Write the DALI index of ``tar_path`` (from ``samples`` if given); returns the number
+    of samples."""
+    text = index_text(tar_path, samples)
     write_text(idx_path, text)
     return text.count("\n") - 1  # the header line, then one line per sample
 
@@ -294,6 +296,9 @@ class ShardWriter:
     index: int
     _tf: tarfile.TarFile | None = None
     _keys: list[str] = field(default_factory=list)
+    # the index records as written (data offsets from the tar's position), so that close()
+    # need not read the shard back to index it
+    _records: list[IndexRecord] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.version_dir = Path(self.version_dir)
@@ -310,12 +315,17 @@ class ShardWriter:
     def add(self, key: str, jpg: bytes, caption: str, meta: dict[str, Any]) -> None:
         assert self._tf is not None
         try:
+            bundle: IndexRecord = []
             for name, data in sample_members(key, jpg, caption, meta):
                 self._tf.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
+                # after addfile the tar's offset is past the data's 512-byte padding
+                padded = -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+                bundle.append((split_name(name)[1], self._tf.offset - padded, len(data), name))
         except OSError as e:  # a full disk: tarfile's error names no file
             self.abort()
             raise OSError(e.errno, e.strerror, str(self._tar)) from e
         self._keys.append(key)
+        self._records.append(bundle)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -332,7 +342,7 @@ class ShardWriter:
         self._target.__exit__(None, None, None)  # fsync + rename onto NNNNN.tar
         stem = shard_name(self.index)
         idx = self.version_dir / "shards" / f"{stem}.idx"
-        write_index(self._tar, idx)
+        write_index(self._tar, idx, self._records)
         return ShardInfo(tar=f"shards/{stem}.tar", index=f"shards/{stem}.idx",
                          samples=len(self._keys), bytes=self._tar.stat().st_size,
                          sha256=sha256_file(self._tar),

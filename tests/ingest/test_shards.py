@@ -93,3 +93,19 @@ def test_aborted_writer_leaves_nothing(tmp_path):
     writer.add("k0", b"jpg", "caption", {})
     writer.abort()
     assert list((tmp_path / "shards").iterdir()) == []
+
+
+def test_the_writers_index_is_the_one_read_back_from_the_tar(tmp_path):
+    """ShardWriter indexes as it writes (no second read of the shard); long names and non-ASCII
+    names (PAX headers) and sizes on and off the 512-byte blocks included."""
+    from ingest.shards import index_text
+
+    w = ShardWriter(tmp_path, 0)
+    for i, size in enumerate([0, 1, 511, 512, 513, 3000]):
+        key = f"k{i:03d}" + ("_" + "a" * 120 if i == 4 else "")  # > 100 chars: a PAX header
+        w.add(key, b"\xff" * size, "caption é" * i, {"i": i, "name": "x" * (200 * i)})
+    info = w.close()
+    tar = tmp_path / info.tar
+    assert (tmp_path / info.index).read_text() == index_text(tar)  # the tar's own members
+    for m in iter_members(tar):  # and each recorded offset holds the member's bytes
+        assert tar.read_bytes()[m.offset:m.offset + m.size] == m.data
