@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	$(VENV)/bin/lint-imports
 # one worker per core (at most 4): most tests wait on subprocesses, servers or one torch thread
-	$(PY) -m pytest -q -n auto --maxprocesses 4
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --durations=20
 
 demo: setup
 	$(PY) -m mamo.demo
