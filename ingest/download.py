@@ -309,22 +309,17 @@ def _ordered_map(fn: Any, items: list[Any], workers: int, window: int = 64) -> A
     a chunk of large images from being held decoded all at once."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
+    from itertools import islice
 
     if workers <= 1:
         yield from map(fn, items)
         return
+    it = iter(items)
     with ThreadPoolExecutor(max_workers=workers) as ex:
-        pending: deque[Any] = deque()
-        it = iter(items)
-        for x in it:
-            pending.append(ex.submit(fn, x))
-            if len(pending) >= window:
-                break
+        pending = deque(ex.submit(fn, x) for x in islice(it, window))
         while pending:
             yield pending.popleft().result()
-            for x in it:
-                pending.append(ex.submit(fn, x))
-                break
+            pending.extend(ex.submit(fn, x) for x in islice(it, 1))
 
 
 def _read_journal(path: Path) -> list[dict[str, Any]]:
