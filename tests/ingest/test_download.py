@@ -187,3 +187,28 @@ def test_distributor_missing_is_a_clear_error(tmp_path):
     if importlib.util.find_spec("ray") is None:
         with pytest.raises(DistributorUnavailable, match="pip install ray"):
             check_distributor("ray")
+
+
+@pytest.mark.parametrize("workers,n", [(1, 5), (2, 0), (2, 1), (2, 17), (3, 200)])
+def test_ordered_map_keeps_order_and_bounds_look_ahead(workers, n):
+    """The post-process consumes decoded images in row order; the threads never run more
+    than the window (rounded up to whole batches) ahead of the consumer."""
+    import threading
+
+    from ingest.download import _ordered_map
+
+    lock, started, consumed, worst = threading.Lock(), [0], [0], [0]
+
+    def fn(x):
+        with lock:
+            started[0] += 1
+            worst[0] = max(worst[0], started[0] - consumed[0])
+        return x * x
+
+    out = []
+    for y in _ordered_map(fn, list(range(n)), workers, window=32, batch=8):
+        with lock:
+            consumed[0] += 1
+        out.append(y)
+    assert out == [x * x for x in range(n)]
+    assert worst[0] <= 32 + 8

@@ -61,6 +61,44 @@ def test_copies_caught_unrelated_not():
         assert hit is not None and hit[0] == f"k{i}", (i, hit)
 
 
+def _find_by_scan(entries, max_d, h, t):
+    """The reference: every stored hash in order, the first of the smallest distance whose
+    thumbnail agrees within the tolerance."""
+    from ingest.near_dup import COLOUR_TOLERANCE
+
+    best = None
+    for label, h2, t2 in entries:
+        d = (h ^ h2).bit_count()
+        close = max(abs(a - b) for a, b in zip(t, t2)) <= COLOUR_TOLERANCE
+        if d <= max_d and close and (best is None or d < best[1]):
+            best = (label, d)
+    return best
+
+
+def test_index_find_matches_a_full_scan():
+    """Banded lookup (threshold <= 7) and full scan (> 7) both agree with a plain scan,
+    across the arrays' growth past their first 1,024 slots, ties to the earliest added."""
+    import random
+
+    rng = random.Random(0)
+    base = [rng.getrandbits(64) for _ in range(40)]
+    for max_d in (0, 3, 6, 12):
+        index, entries = HashIndex(max_d), []
+        for i in range(1500):
+            h = base[i % 40]
+            for _ in range(rng.randrange(9)):
+                h ^= 1 << rng.randrange(64)
+            t = bytes(rng.choice((10, 200)) if i % 7 == 0 else 100 + rng.randrange(20)
+                      for _ in range(192))
+            if i % 3 == 0:
+                assert index.find(h, t) == _find_by_scan(entries, max_d, h, t), (max_d, i)
+            index.add(h, t, f"k{i}")
+            entries.append((f"k{i}", h, t))
+        assert len(index) == 1500
+        hits = sum(index.find(h, t) is not None for _, h, t in entries[:200])
+        assert hits == 200  # every stored entry finds at least itself
+
+
 def _cfg(tmp_path, table, **over):
     o = [f"out={tmp_path / 'out'}", "dataset=web", "version=v1", "source.kind=urls",
          f"source.path={table}", "download.allow_networks=[127.0.0.1/32]",
